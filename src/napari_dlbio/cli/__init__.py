@@ -1,0 +1,103 @@
+"""Headless entry point ``dlbio``: train, predict and evaluate without a screen.
+
+``dlbio train|predict|evaluate`` dispatch on ``--task`` (training) or on the task recorded
+in the model folder (prediction, evaluation).  Errors meant for the user are printed as one
+clear line with exit code 2; Ctrl+C stops training after the current batch and still saves
+the best weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from napari_dlbio import __version__
+from napari_dlbio.core.errors import DlbioError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dlbio`` argument parser (all sub-commands)."""
+    parser = argparse.ArgumentParser(
+        prog="dlbio",
+        description="Train, predict and evaluate U-Nets and image classifiers on bioimages.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-dlbio {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a new model or fine-tune a saved one")
+    train.add_argument("--task", choices=["segment", "classify"], default="segment")
+    train.add_argument(
+        "--images", required=True, help="image stack, folder of slices, or class folder"
+    )
+    train.add_argument("--labels", help="label stack for segmentation (same shape as the images)")
+    train.add_argument(
+        "--label-values", help="map label values to classes, e.g. '255=background,0=membrane'"
+    )
+    train.add_argument("--out", required=True, help="model folder to write")
+    train.add_argument("--config", help="JSON file with training settings")
+    train.add_argument("--epochs", type=int, help="number of epochs")
+    train.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
+    train.add_argument(
+        "--from", dest="from_model", metavar="MODEL_DIR", help="fine-tune this model"
+    )
+    train.add_argument(
+        "--weights", help="local backbone weights file (classification transfer learning)"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    predict = commands.add_parser("predict", help="predict masks or classes with a model folder")
+    predict.add_argument("--model", required=True, help="model folder")
+    predict.add_argument("--images", required=True, nargs="+", help="image stack, folder or files")
+    predict.add_argument(
+        "--out", required=True, help="mask TIFF (segmentation) or CSV (classification)"
+    )
+    predict.add_argument("--probabilities", help="also write class probabilities to this TIFF")
+    predict.add_argument("--cam", metavar="CAM_DIR", help="write Grad-CAM maps (classification)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="compare predictions with ground truth")
+    evaluate.add_argument("--model", required=True, help="model folder")
+    evaluate.add_argument("--images", required=True, help="image stack or class folder")
+    evaluate.add_argument("--labels", help="ground-truth label stack (segmentation)")
+    evaluate.add_argument("--label-values", help="map label values to classes")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dlbio``; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DlbioError as error:
+        sys.stderr.write(f"dlbio: error: {error}\n")
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from napari_dlbio.cli import classification, segmentation
+
+    if args.command == "train":
+        engine = classification if args.task == "classify" else segmentation
+        return engine.train(args)
+    task = _model_task(args.model)
+    engine = classification if task == "classification" else segmentation
+    return engine.predict(args) if args.command == "predict" else engine.evaluate(args)
+
+
+def _model_task(model_dir: str) -> str:
+    """The task a model folder was made for, read without loading TensorFlow."""
+    import json
+    from pathlib import Path
+
+    from napari_dlbio.core.errors import ModelFolderError
+
+    config_path = Path(model_dir) / "config.json"
+    try:
+        return str(json.loads(config_path.read_text(encoding="utf-8"))["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelFolderError(
+            f"{model_dir} is not a napari-dlbio model folder (no readable config.json)."
+        ) from None

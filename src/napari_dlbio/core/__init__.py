@@ -1,0 +1,1 @@
+"""Pure numpy / scikit-image core: never imports napari, Qt, magicgui or TensorFlow."""

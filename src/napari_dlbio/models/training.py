@@ -1,0 +1,223 @@
+"""Run Keras ``fit`` as a generator of typed events, cancellable within one batch.
+
+``model.fit`` runs in a helper thread with Keras callbacks that forward progress into a
+queue; the generator yields those events to its consumer (the CLI's progress bar, a napari
+``thread_worker``, a test).  A :class:`~napari_dlbio.core.events.CancelToken` or the time
+budget sets ``model.stop_training``, which Keras honours after the current batch; the best
+weights seen on validation are restored at the end in every case.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_dlbio.core.events import (
+    BatchEnded,
+    CancelToken,
+    EpochEnded,
+    Event,
+    Finished,
+    RunState,
+    TrainingStarted,
+)
+from napari_dlbio.models._tf import device_description, load_keras
+
+keras = load_keras()
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a training run produced: its history and how it ended."""
+
+    state: RunState
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+def iter_fit(
+    model: Any,
+    train_data: Any,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    validation_data: Any = None,
+    validation_steps: int | None = None,
+    cancel: CancelToken | None = None,
+    time_budget_s: float | None = None,
+    patience: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> Generator[Event, None, FitResult]:
+    """Train a compiled Keras model, yielding events; return a :class:`FitResult`.
+
+    Parameters
+    ----------
+    model
+        A compiled Keras model.
+    train_data, validation_data
+        Anything ``model.fit`` accepts (typically infinite ``tf.data`` datasets).
+    epochs, steps_per_epoch, validation_steps
+        Length of training and of each validation pass.
+    cancel
+        Stops training after the current batch when cancelled.
+    time_budget_s
+        Stop after this many seconds of training (after the current batch).
+    patience
+        Early stopping: stop after this many epochs without a better monitored loss.
+    checkpoint_dir
+        If given, ``best.weights.h5`` and ``last.weights.h5`` are written there every epoch.
+    extra_callbacks
+        More Keras callbacks (e.g. a learning-rate schedule).
+    """
+    cancel = cancel or CancelToken()
+    events: queue.Queue[Any] = queue.Queue()
+    monitor = "val_loss" if validation_data is not None else "loss"
+    bridge = _EventBridge(events, cancel, epochs, steps_per_epoch, time_budget_s)
+    keeper = _BestWeights(monitor, patience)
+    callbacks: list[Any] = [bridge, keeper, *extra_callbacks]
+    if checkpoint_dir is not None:
+        callbacks.extend(_checkpoints(Path(checkpoint_dir), monitor))
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            history = model.fit(
+                train_data,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation_data,
+                validation_steps=validation_steps,
+                callbacks=callbacks,
+                shuffle=False,  # datasets arrive shuffled; Keras cannot shuffle them
+                verbose=0,
+            )
+            outcome["history"] = {
+                key: [float(v) for v in values] for key, values in history.history.items()
+            }
+        except BaseException as error:
+            events.put(_Failure(error))
+        finally:
+            events.put(_DONE)
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=fit, name="dlbio-fit", daemon=True)
+    worker.start()
+    finished_normally = False
+    try:
+        while (item := events.get()) is not _DONE:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+        finished_normally = True
+    finally:
+        if not finished_normally:
+            cancel.cancel()
+        worker.join()
+    if cancel.cancelled:
+        state = RunState.CANCELLED
+    else:
+        state = RunState.DONE
+    yield Finished(state)
+    return FitResult(
+        state=state,
+        history=outcome.get("history", {}),
+        best_epoch=keeper.best_epoch,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _EventBridge(keras.callbacks.Callback):
+    """Forwards Keras progress into the event queue and stops on cancel or time budget."""
+
+    def __init__(
+        self,
+        events: queue.Queue[Any],
+        cancel: CancelToken,
+        epochs: int,
+        steps: int,
+        time_budget_s: float | None,
+    ) -> None:
+        super().__init__()
+        self._events = events
+        self._cancel = cancel
+        self._epochs = epochs
+        self._steps = steps
+        self._budget = time_budget_s
+        self._deadline = math.inf
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._budget is not None:
+            self._deadline = time.perf_counter() + self._budget
+        self._events.put(TrainingStarted(self._epochs, self._steps, device_description()))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        self._events.put(BatchEnded(self._epoch, batch + 1, self._steps, loss))
+        if self._cancel.cancelled or time.perf_counter() >= self._deadline:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        loss = logs.pop("loss", math.nan)
+        self._events.put(EpochEnded(epoch + 1, self._epochs, loss, logs))
+        if time.perf_counter() >= self._deadline:
+            self.model.stop_training = True
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Keeps the best weights in memory, stops early, and restores them when training ends."""
+
+    def __init__(self, monitor: str, patience: int | None) -> None:
+        super().__init__()
+        self._monitor = monitor
+        self._patience = patience
+        self._best = math.inf
+        self._weights: list[Any] | None = None
+        self._waited = 0
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = float((logs or {}).get(self._monitor, math.nan))
+        if value < self._best:
+            self._best = value
+            self._weights = self.model.get_weights()
+            self.best_epoch = epoch + 1
+            self._waited = 0
+            return
+        self._waited += 1
+        if self._patience is not None and self._waited >= self._patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
+def _checkpoints(folder: Path, monitor: str) -> list[Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = keras.callbacks.ModelCheckpoint
+    return [
+        checkpoint(
+            folder / "best.weights.h5", monitor=monitor, save_best_only=True, save_weights_only=True
+        ),
+        checkpoint(folder / "last.weights.h5", save_weights_only=True),
+    ]
