@@ -132,7 +132,7 @@ def _from_plain(hint: Any, value: Any, where: str) -> Any:
             return tuple(_from_plain(item_hint, item, where) for item in value)
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}.")
-        return tuple(_from_plain(a, item, where) for a, item in zip(args, value))
+        return tuple(_from_plain(a, item, where) for a, item in zip(args, value, strict=True))
     if isinstance(hint, type) and issubclass(hint, JsonConfig):
         return hint.from_dict(value)
     if isinstance(hint, type) and issubclass(hint, Enum):

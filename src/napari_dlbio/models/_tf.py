@@ -9,6 +9,7 @@ symbols first, which avoids the collision (see "Known hazard" in DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -73,8 +74,6 @@ def _import_with_deepbind() -> ModuleType:
 def _configure(tf: ModuleType) -> None:
     # Grow GPU memory on demand so napari's own OpenGL canvas is never starved.
     for gpu in tf.config.list_physical_devices("GPU"):
-        try:
+        # Memory growth can only be set before the GPU is first used.
+        with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            # Memory growth can only be set before the GPU is first used.
-            pass

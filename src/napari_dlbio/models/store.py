@@ -71,12 +71,12 @@ def save_model_folder(
     an existing folder that is not a model folder is never touched.
     """
     folder = Path(folder)
-    if folder.exists() and not _is_model_folder(folder):
-        if not folder.is_dir() or any(folder.iterdir()):
-            raise ModelFolderError(
-                f"{folder} already exists and is not a napari-dlbio model folder; "
-                "choose a new or empty folder so nothing of yours is overwritten."
-            )
+    occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if occupied and not _is_model_folder(folder):
+        raise ModelFolderError(
+            f"{folder} already exists and is not a napari-dlbio model folder; "
+            "choose a new or empty folder so nothing of yours is overwritten."
+        )
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

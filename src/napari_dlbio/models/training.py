@@ -109,7 +109,7 @@ def iter_fit(
             outcome["history"] = {
                 key: [float(v) for v in values] for key, values in history.history.items()
             }
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001  (re-raised in the consumer's thread)
             events.put(_Failure(error))
         finally:
             events.put(_DONE)
@@ -128,10 +128,7 @@ def iter_fit(
         if not finished_normally:
             cancel.cancel()
         worker.join()
-    if cancel.cancelled:
-        state = RunState.CANCELLED
-    else:
-        state = RunState.DONE
+    state = RunState.CANCELLED if cancel.cancelled else RunState.DONE
     yield Finished(state)
     return FitResult(
         state=state,
