@@ -1,0 +1,147 @@
+"""iter_fit: Keras training as a generator of events, cancellable within one batch."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_dlbio.core.events import (
+    BatchEnded,
+    CancelToken,
+    EpochEnded,
+    Finished,
+    RunState,
+    TrainingStarted,
+    run_to_end,
+)
+from napari_dlbio.models._tf import load_keras, load_tensorflow
+from napari_dlbio.models.training import iter_fit
+
+keras = load_keras()
+tf = load_tensorflow()
+
+
+def _problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((64, 4), dtype=np.float32)
+    y = (x[:, 0] > 0.5).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(16)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy")
+    return model, data
+
+
+def test_events_arrive_in_order_and_the_result_holds_the_history():
+    model, data = _problem()
+    events = []
+    result = run_to_end(
+        iter_fit(
+            model, data, epochs=3, steps_per_epoch=4, validation_data=data, validation_steps=2
+        ),
+        events.append,
+    )
+    assert isinstance(events[0], TrainingStarted)
+    assert events[0].device.startswith(("CPU", "GPU"))
+    assert events[-1] == Finished(RunState.DONE)
+    epochs = [e for e in events if isinstance(e, EpochEnded)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert all("val_loss" in e.metrics for e in epochs)
+    batches = [e for e in events if isinstance(e, BatchEnded)]
+    assert len(batches) == 12
+    assert batches[0].steps == 4
+    assert result.state is RunState.DONE
+    assert len(result.history["loss"]) == 3
+    assert result.history["val_loss"][-1] < result.history["val_loss"][0]
+
+
+def test_cancel_stops_within_one_batch_and_reports_cancelled():
+    model, data = _problem()
+    cancel = CancelToken()
+    batches = []
+
+    def on_event(event):
+        if isinstance(event, BatchEnded):
+            batches.append(event)
+            if len(batches) == 3:
+                cancel.cancel()
+
+    result = run_to_end(
+        iter_fit(model, data, epochs=50, steps_per_epoch=100, cancel=cancel), on_event
+    )
+    assert result.state is RunState.CANCELLED
+    # The fit thread may already have queued a batch or two while the consumer reacted.
+    assert len(batches) <= 3 + 2
+
+
+def test_time_budget_ends_training_early():
+    model, data = _problem()
+    result = run_to_end(iter_fit(model, data, epochs=10_000, steps_per_epoch=10, time_budget_s=1.0))
+    assert result.state is RunState.DONE
+    assert result.seconds < 10
+    assert len(result.history["loss"]) < 10_000
+
+
+def test_an_error_inside_training_reaches_the_consumer():
+    model, data = _problem()
+
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("disk full while writing a checkpoint")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_to_end(iter_fit(model, data, epochs=2, steps_per_epoch=3, extra_callbacks=[Explode()]))
+    assert not [t for t in threading.enumerate() if t.name == "dlbio-fit"]
+
+
+def test_best_weights_are_restored_after_a_worse_last_epoch():
+    model, data = _problem()
+
+    class SpoilLastEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                self.model.set_weights([np.full_like(w, 50.0) for w in self.model.get_weights()])
+
+    result = run_to_end(
+        iter_fit(
+            model,
+            data,
+            epochs=4,
+            steps_per_epoch=4,
+            validation_data=data,
+            validation_steps=2,
+            extra_callbacks=[SpoilLastEpoch()],
+        )
+    )
+    assert result.best_epoch in (1, 2, 3)
+    assert result.history["val_loss"][3] > min(result.history["val_loss"][:3])
+    assert not np.allclose(model.get_weights()[0], 50.0)
+
+
+def test_closing_the_generator_early_cancels_and_joins_the_thread():
+    model, data = _problem()
+    job = iter_fit(model, data, epochs=1000, steps_per_epoch=100)
+    for event in job:
+        if isinstance(event, BatchEnded):
+            break
+    job.close()
+    assert not [t for t in threading.enumerate() if t.name == "dlbio-fit"]
+
+
+def test_checkpoints_hold_best_and_last_weights(tmp_path):
+    model, data = _problem()
+    run_to_end(
+        iter_fit(
+            model,
+            data,
+            epochs=2,
+            steps_per_epoch=2,
+            validation_data=data,
+            validation_steps=1,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
+    )
+    assert (tmp_path / "ckpt" / "best.weights.h5").is_file()
+    assert (tmp_path / "ckpt" / "last.weights.h5").is_file()
