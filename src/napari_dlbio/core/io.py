@@ -1,0 +1,801 @@
+"""Read image stacks, single images and class folders; write label masks safely.
+
+Pure numpy / tifffile / imageio: this module is shared by the napari reader and writer,
+the CLI and the engines. Every problem with a user's file becomes an
+:class:`~napari_dlbio.core.errors.InputDataError` (or :class:`OutputExistsError` when
+writing) whose message names the file, says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+from napari_dlbio.core.errors import DlbioError, InputDataError
+
+TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+SLICE_SUFFIXES = frozenset({".png", *TIFF_SUFFIXES})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".bmp", *SLICE_SUFFIXES})
+
+#: Uncompressed TIFFs bigger than this are memory-mapped instead of read into memory.
+MEMMAP_THRESHOLD_BYTES = 512 * 2**20
+
+#: Marker written into the ImageDescription of label TIFFs so the reader can reopen them
+#: as a Labels layer.
+LABELS_MARKER = "napari-dlbio labels"
+
+# Decoders report broken files through many exception types (Pillow even raises
+# SyntaxError for a broken PNG); all of them mean "this file cannot be decoded".
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    RuntimeError,
+    SyntaxError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+)
+
+# Substrings of tifffile's logged errors that mean pages or pixel data are missing.
+_TIFF_DAMAGE_MARKERS = (
+    "invalid page offset",
+    "invalid next page",
+    "failed to reshape",
+    "missing data offset",
+    "missing data ByteCounts",
+    "missing ByteCounts",
+)
+
+_SUPPORTED_LAYOUT = (
+    "napari-dlbio reads 2D images and 3D stacks (Z, Y, X), optionally with colour "
+    "channels last; save each time point or channel as its own stack"
+)
+
+
+class OutputExistsError(DlbioError, FileExistsError):
+    """Writing would replace an existing file or a non-empty folder."""
+
+
+@dataclass(frozen=True)
+class ImageStack:
+    """A stack of 2D slices read from a TIFF file or a folder of slices.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` in the file's dtype; may be a read-only
+        ``numpy.memmap`` for big uncompressed TIFFs.
+    axes : str
+        ``"ZYX"`` or ``"ZYXC"``.
+    source : pathlib.Path
+        The file or folder that was read.
+    names : tuple of str
+        Slice file names, in stack order, for a folder; ``()`` for a single file.
+    metadata : mapping
+        What napari-dlbio stored in the file when it wrote it (for example
+        ``{"layer_type": "labels", "class_names": [...]}``); empty otherwise.
+    """
+
+    data: np.ndarray
+    axes: str
+    source: Path
+    names: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassFolder:
+    """The image files of a folder with one sub-folder per class (listing, no decoding).
+
+    Attributes
+    ----------
+    root : pathlib.Path
+        The folder that holds the class sub-folders.
+    class_names : tuple of str
+        Names of the non-empty class sub-folders, sorted alphabetically; the position
+        is the class index (the order Keras ``image_dataset_from_directory`` uses).
+    paths : tuple of pathlib.Path
+        Every image file, grouped by class and naturally sorted within a class.
+    class_indices : numpy.ndarray
+        ``int64`` class index of each path.
+    skipped : tuple of (pathlib.Path, str)
+        Files and folders that were left out, each with the reason.
+    """
+
+    root: Path
+    class_names: tuple[str, ...]
+    paths: tuple[Path, ...]
+    class_indices: np.ndarray
+    skipped: tuple[tuple[Path, str], ...]
+
+
+@dataclass(frozen=True)
+class ClassImages:
+    """Decoded images of a class folder as one RGB stack.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(N, H, W, 3)`` ``uint8``.
+    class_names : tuple of str
+        Class names; the position is the class index.
+    class_indices : numpy.ndarray
+        ``int64`` class index of each image.
+    paths : tuple of pathlib.Path
+        The file of each image.
+    skipped : tuple of (pathlib.Path, str)
+        Files left out while listing or decoding, each with the reason.
+    resized : tuple of (pathlib.Path, (int, int))
+        Images resized to the common size, each with its original ``(H, W)``.
+    root : pathlib.Path
+        The class folder.
+    """
+
+    data: np.ndarray
+    class_names: tuple[str, ...]
+    class_indices: np.ndarray
+    paths: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...]
+    resized: tuple[tuple[Path, tuple[int, int]], ...]
+    root: Path
+
+    def as_metadata(self) -> dict[str, Any]:
+        """JSON-friendly description for a napari layer's ``metadata``.
+
+        Returns
+        -------
+        dict
+            ``class_names``, ``class_indices``, ``paths``, ``skipped`` (``[path, reason]``
+            pairs), ``resized`` (``[path, [H, W]]`` pairs of the original sizes),
+            ``image_size`` and ``source``.
+        """
+        return {
+            "source": str(self.root),
+            "class_names": list(self.class_names),
+            "class_indices": [int(i) for i in self.class_indices],
+            "paths": [str(p) for p in self.paths],
+            "skipped": [[str(p), reason] for p, reason in self.skipped],
+            "resized": [[str(p), list(size)] for p, size in self.resized],
+            "image_size": list(self.data.shape[1:3]),
+        }
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value, so ``2.png`` comes before ``10.png``.
+
+    Parameters
+    ----------
+    name : str
+        A file name.
+
+    Returns
+    -------
+    list
+        Alternating lower-case text and integer parts.
+    """
+    # re.split with a capture group alternates text, number, text ..., so parts at the
+    # same position always have the same type and compare without TypeError.
+    return [int(part) if i % 2 else part.lower() for i, part in enumerate(re.split(r"(\d+)", name))]
+
+
+def is_slice_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder of PNG/TIFF slices (and not a class folder).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Any path.
+
+    Returns
+    -------
+    bool
+        True for a folder that directly holds at least one PNG or TIFF file and does not
+        look like a class folder.
+    """
+    folder = Path(path)
+    if not folder.is_dir() or is_class_folder(folder):
+        return False
+    return any(_visible_files(folder, SLICE_SUFFIXES))
+
+
+def is_class_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder with at least two sub-folders that hold images.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Any path.
+
+    Returns
+    -------
+    bool
+        True when at least two visible sub-folders directly contain an image file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    with_images = 0
+    for sub in _visible_entries(folder):
+        if sub.is_dir() and any(_visible_files(sub, IMAGE_SUFFIXES)):
+            with_images += 1
+            if with_images == 2:
+                return True
+    return False
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one 2D image file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A PNG, JPEG, BMP or single-page TIFF file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Y, X)`` greyscale, ``(Y, X, 2)`` greyscale + alpha, ``(Y, X, 3)`` RGB or
+        ``(Y, X, 4)`` RGBA, in the file's dtype.
+
+    Raises
+    ------
+    InputDataError
+        The file is missing, empty, not an image, corrupt, or holds more than one 2D image.
+    """
+    path = Path(path)
+    _check_readable_file(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputDataError(
+            f"{path} is not an image file napari-dlbio can read (supported: "
+            f"{_suffix_list(IMAGE_SUFFIXES)})."
+        )
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        stack = _read_tiff_stack(path)
+        if len(stack.data) > 1:
+            raise InputDataError(
+                f"{path} holds {len(stack.data)} images (a stack), not a single 2D image. "
+                "Open it as a stack instead."
+            )
+        image = np.asarray(stack.data[0])
+    else:
+        try:
+            # Pillow decodes every non-TIFF format we accept; naming it stops imageio from
+            # trying unrelated plugins (DICOM, FFmpeg ...) on a broken file.
+            image = np.asarray(iio.imread(path, index=0, plugin="pillow"))
+        except _DECODE_ERRORS as error:
+            raise InputDataError(
+                f"Cannot read {path}: the file is damaged or not a valid "
+                f"{path.suffix.lstrip('.').upper()} image ({error}). Re-export or replace it."
+            ) from error
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (2, 3, 4)):
+        return image
+    raise InputDataError(
+        f"{path} holds an array of shape {image.shape}; napari-dlbio reads greyscale, RGB "
+        "and RGBA images."
+    )
+
+
+def read_stack(path: str | Path) -> ImageStack:
+    """Read a TIFF stack, a folder of 2D slices, or one 2D image, as a stack of slices.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A (multi-page) TIFF file, a single 2D image file, or a folder of PNG/TIFF slices
+        (sorted naturally: ``2.png`` before ``10.png``).
+
+    Returns
+    -------
+    ImageStack
+        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` data in the file's dtype.
+
+    Raises
+    ------
+    InputDataError
+        Missing, empty, corrupt or non-image input; an empty folder; slices of different
+        sizes; or data with more dimensions than ``Z, Y, X, C``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_slice_folder(path)
+    _check_readable_file(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _read_tiff_stack(path)
+    image = read_image(path)
+    axes = "ZYXC" if image.ndim == 3 else "ZYX"
+    return ImageStack(image[np.newaxis], axes, path, ())
+
+
+def list_class_folder(path: str | Path) -> ClassFolder:
+    """List the image files of a folder with one sub-folder per class.
+
+    Image files are found by extension (PNG, JPEG, TIFF, BMP; any case), also in nested
+    folders of a class. Non-image files in class folders, images outside any class
+    sub-folder and class folders without images are listed in ``skipped``; hidden entries
+    and other top-level files (a README, a manifest) are ignored.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The folder that holds the class sub-folders.
+
+    Returns
+    -------
+    ClassFolder
+        The listing; nothing is decoded.
+
+    Raises
+    ------
+    InputDataError
+        ``path`` is not a folder, or fewer than two class sub-folders hold images.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise InputDataError(
+            f"{root} is not a folder. Choose the folder that holds one sub-folder per class."
+        )
+    skipped: list[tuple[Path, str]] = []
+    class_names: list[str] = []
+    paths: list[Path] = []
+    indices: list[int] = []
+    for entry in sorted(_visible_entries(root), key=lambda p: p.name):
+        if entry.is_file():
+            if entry.suffix.lower() in IMAGE_SUFFIXES:
+                skipped.append((entry, "image is not inside a class sub-folder"))
+            continue
+        if not entry.is_dir():
+            continue
+        images: list[Path] = []
+        for file in _walk_files(entry):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(file)
+            else:
+                skipped.append((file, f"not an image file (extension '{file.suffix}')"))
+        if not images:
+            skipped.append((entry, "class folder contains no images"))
+            continue
+        indices.extend([len(class_names)] * len(images))
+        class_names.append(entry.name)
+        paths.extend(images)
+    if len(class_names) < 2:
+        raise InputDataError(
+            f"{root} needs at least two classes: found {len(class_names)} sub-folder(s) "
+            f"with images ({', '.join(class_names) or 'none'}). Put the images of each "
+            "class into its own sub-folder."
+        )
+    return ClassFolder(
+        root, tuple(class_names), tuple(paths), np.asarray(indices, np.int64), tuple(skipped)
+    )
+
+
+def read_class_images(folder: ClassFolder) -> ClassImages:
+    """Decode the images of a class folder into one RGB ``uint8`` stack.
+
+    Files that cannot be decoded are skipped (with the reason). Greyscale images become
+    RGB, alpha is dropped, and images whose size differs from the most common size are
+    resized to it, since these are photographs.
+
+    Parameters
+    ----------
+    folder : ClassFolder
+        A listing from :func:`list_class_folder`.
+
+    Returns
+    -------
+    ClassImages
+        The stack with its class indices, paths, skipped and resized files.
+
+    Raises
+    ------
+    InputDataError
+        Fewer than two classes still have an image after decoding.
+    """
+    skipped = list(folder.skipped)
+    images: list[np.ndarray] = []
+    kept_paths: list[Path] = []
+    kept_indices: list[int] = []
+    for file, index in zip(folder.paths, folder.class_indices, strict=True):
+        try:
+            images.append(_as_rgb8(read_image(file)))
+        except InputDataError as error:
+            skipped.append((file, str(error)))
+            continue
+        kept_paths.append(file)
+        kept_indices.append(int(index))
+    if len(set(kept_indices)) < 2:
+        raise InputDataError(
+            f"{folder.root} needs at least two classes with readable images; "
+            f"{len(skipped)} file(s) could not be used (see the skipped list)."
+        )
+    size = Counter(image.shape[:2] for image in images).most_common(1)[0][0]
+    resized: list[tuple[Path, tuple[int, int]]] = []
+    for i, image in enumerate(images):
+        if image.shape[:2] != size:
+            resized.append((kept_paths[i], (image.shape[0], image.shape[1])))
+            images[i] = _resize_rgb8(image, size)
+    return ClassImages(
+        data=np.stack(images),
+        class_names=folder.class_names,
+        class_indices=np.asarray(kept_indices, np.int64),
+        paths=tuple(kept_paths),
+        skipped=tuple(skipped),
+        resized=tuple(resized),
+        root=folder.root,
+    )
+
+
+def write_labels_tiff(
+    path: str | Path, labels: np.ndarray, *, class_names: tuple[str, ...] = ()
+) -> Path:
+    """Write a label mask as a zlib-compressed TIFF (one page per slice), never overwriting.
+
+    The file is written under a temporary name in the same folder and renamed at the
+    end, so a failed write leaves nothing behind.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.tif`` / ``.tiff`` file to create.
+    labels : numpy.ndarray
+        ``(Y, X)`` or ``(Z, Y, X)`` non-negative integer labels.
+    class_names : tuple of str, optional
+        Stored in the file so napari-dlbio can show them when it reopens the mask.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` already exists.
+    InputDataError
+        ``labels`` is not a 2D/3D array of non-negative integers.
+    """
+    path = Path(path)
+    data = _labels_for_writing(labels, max_dtype=np.uint32, target=path)
+    _refuse_existing_file(path)
+    description = json.dumps({"layer_type": LABELS_MARKER, "class_names": list(class_names)})
+    with _atomic_file(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            data,
+            compression="zlib",
+            photometric="minisblack",
+            description=description,
+            metadata=None,
+        )
+    return path
+
+
+def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
+    """Write a label mask as one lossless PNG per slice into a new folder.
+
+    Slices are named ``<folder name>_0000.png``, ``<folder name>_0001.png`` ... The
+    slices are written into a temporary folder that is renamed at the end, so a failed
+    write leaves nothing behind.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The folder to create; it may exist only if it is empty.
+    labels : numpy.ndarray
+        ``(Y, X)`` or ``(Z, Y, X)`` integer labels from 0 to 65535.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The written slice files, in slice order.
+
+    Raises
+    ------
+    OutputExistsError
+        ``folder`` is a file or a folder that is not empty.
+    InputDataError
+        ``labels`` is not a 2D/3D array of integers from 0 to 65535.
+    """
+    folder = Path(folder)
+    data = _labels_for_writing(labels, max_dtype=np.uint16, target=folder)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise OutputExistsError(
+            f"{folder} already exists and is not an empty folder; napari-dlbio does not "
+            "overwrite it. Choose a new folder name or move the old one away."
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    width = max(4, len(str(len(data) - 1)))
+    names = [f"{folder.name}_{z:0{width}d}.png" for z in range(len(data))]
+    tmp = _partial_name(folder)
+    tmp.mkdir()
+    try:
+        for name, plane in zip(names, data, strict=True):
+            iio.imwrite(tmp / name, plane, plugin="pillow", extension=".png")
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked above); a rename cannot replace it everywhere
+        os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [folder / name for name in names]
+
+
+def _read_tiff_stack(path: Path) -> ImageStack:
+    data, axes, description = _load_tiff(path, allow_memmap=True)
+    data, axes = _squeeze(data, axes)
+    data, axes = _to_stack_axes(data, axes, path)
+    return ImageStack(data, axes, path, (), _dlbio_metadata(description))
+
+
+def _load_tiff(path: Path, *, allow_memmap: bool) -> tuple[np.ndarray, str, str]:
+    """First series of a TIFF as (data, tifffile axes, first page description)."""
+    try:
+        with _tifffile_errors() as problems, tifffile.TiffFile(path) as tif:
+            _check_complete(tif, path)
+            if not tif.series:
+                raise ValueError("no image pages found")
+            series = tif.series[0]
+            description = tif.pages.first.description
+            data = _memmap_or_none(path, series) if allow_memmap else None
+            if data is None:
+                data = series.asarray()
+            if problems:
+                raise ValueError(problems[0])
+            return data, series.axes, description
+    except _DECODE_ERRORS as error:
+        raise InputDataError(
+            f"Cannot read {path}: the file is damaged or not a valid TIFF ({error}). "
+            "Re-export it from the acquisition software or Fiji."
+        ) from error
+
+
+@contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """Collect the structural errors tifffile logs instead of raising.
+
+    tifffile recovers from a truncated file by returning fewer pages; for a user that is a
+    silently wrong stack, so such a logged error is treated as a damaged file. Errors about
+    vendor metadata (OME, Philips ...) are not: tifffile falls back to plain pages then.
+    """
+    problems: list[str] = []
+    handler = _ListHandler(problems)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield problems
+    finally:
+        logger.removeHandler(handler)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(marker in message for marker in _TIFF_DAMAGE_MARKERS):
+            self._sink.append(message)
+
+
+def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    size = path.stat().st_size
+    for page in tif.pages:
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+            if offset + count > size:
+                raise ValueError(f"the file ends before the data of page {page.index}")
+
+
+def _memmap_or_none(path: Path, series: tifffile.TiffPageSeries) -> np.ndarray | None:
+    if path.stat().st_size < MEMMAP_THRESHOLD_BYTES or series.dataoffset is None:
+        return None
+    # dataoffset is only set when the series is uncompressed and contiguous on disk.
+    return np.memmap(
+        path, dtype=series.dtype, mode="r", offset=series.dataoffset, shape=series.shape
+    )
+
+
+def _read_slice_folder(folder: Path) -> ImageStack:
+    files = sorted(_visible_files(folder, SLICE_SUFFIXES), key=lambda p: natural_key(p.name))
+    if not files:
+        raise InputDataError(
+            f"{folder} contains no PNG or TIFF slices. Choose a folder with one image "
+            "file per slice (for example 0.png, 1.png, ...)."
+        )
+    slices = []
+    for file in files:
+        image = read_image(file)
+        if slices and image.shape != slices[0].shape:
+            raise InputDataError(
+                f"{file} is {_shape_text(image.shape)} but {files[0].name} is "
+                f"{_shape_text(slices[0].shape)}: all slices of a stack in {folder} must "
+                "have the same size and channels. Crop or re-export the odd slices."
+            )
+        slices.append(image)
+    data = np.stack(slices)
+    axes = "ZYXC" if data.ndim == 4 else "ZYX"
+    return ImageStack(data, axes, folder, tuple(f.name for f in files))
+
+
+def _squeeze(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Drop length-1 axes except Y and X."""
+    keep = [
+        i for i, (ax, n) in enumerate(zip(axes, data.shape, strict=True)) if n > 1 or ax in "YX"
+    ]
+    shape = tuple(data.shape[i] for i in keep)
+    return data.reshape(shape), "".join(axes[i] for i in keep)
+
+
+def _to_stack_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, str]:
+    """Bring tifffile axes to ``ZYX`` / ``ZYXC``; reject anything with more dimensions."""
+    if data.dtype.kind not in "uifb":
+        raise InputDataError(
+            f"{path} holds {data.dtype} pixels; napari-dlbio reads integer or float images."
+        )
+    # tifffile calls interleaved colour samples "S" and ImageJ/OME channels "C".
+    channel = next((i for i, ax in enumerate(axes) if ax in "SC"), None)
+    if channel is not None:
+        data = np.moveaxis(data, channel, -1)
+        axes = axes[:channel] + axes[channel + 1 :] + "C"
+    spatial = axes.removesuffix("C")
+    if not spatial.endswith("YX") or len(spatial) > 3 or axes.count("C") > 1:
+        raise InputDataError(
+            f"{path} has {data.ndim} dimensions (axes {axes}, shape {data.shape}): "
+            f"{_SUPPORTED_LAYOUT}."
+        )
+    if len(spatial) == 2:
+        data = data[np.newaxis]
+    return data, "ZYX" + axes[len(spatial) :]
+
+
+def _dlbio_metadata(description: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(description)
+    except ValueError:
+        return {}
+    if isinstance(meta, dict) and meta.get("layer_type") == LABELS_MARKER:
+        return {"layer_type": "labels", "class_names": list(meta.get("class_names", []))}
+    return {}
+
+
+def _labels_for_writing(labels: np.ndarray, *, max_dtype: type, target: Path) -> np.ndarray:
+    data = np.asarray(labels)
+    if data.ndim not in (2, 3):
+        raise InputDataError(
+            f"Cannot write {target}: labels have shape {data.shape}; only 2D (Y, X) or "
+            "3D (Z, Y, X) labels can be saved."
+        )
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype.kind not in "ui":
+        raise InputDataError(
+            f"Cannot write {target}: labels must be integers, not {data.dtype}. "
+            "Convert the layer to Labels first."
+        )
+    if data.dtype.kind == "u" and data.dtype.itemsize <= np.dtype(max_dtype).itemsize:
+        return data
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    limit = int(np.iinfo(max_dtype).max)
+    if low < 0 or high > limit:
+        raise InputDataError(
+            f"Cannot write {target}: label values range from {low} to {high}, but this "
+            f"format holds 0 to {limit}. Relabel the layer or save it as TIFF."
+        )
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if high <= np.iinfo(dtype).max:
+            return data.astype(dtype)
+    return data.astype(max_dtype)
+
+
+def _refuse_existing_file(path: Path) -> None:
+    if path.exists():
+        raise OutputExistsError(
+            f"{path} already exists; napari-dlbio does not overwrite files. Choose a new "
+            "name or move the old file away."
+        )
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_name(path)
+    try:
+        yield tmp
+        # Checked again right before the rename: the write may have taken a while.
+        _refuse_existing_file(path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _partial_name(path: Path) -> Path:
+    # A random hidden name rather than tempfile.mkstemp/mkdtemp: those create private
+    # (0600/0700) entries, and the rename would keep the result unreadable to colleagues.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+
+
+def _check_readable_file(path: Path) -> None:
+    if not path.exists():
+        raise InputDataError(f"{path} does not exist. Check the path and try again.")
+    if not path.is_file():
+        raise InputDataError(f"{path} is not a file.")
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{path} is empty (0 bytes); the copy or export failed.")
+
+
+def _as_rgb8(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        image = _rescale_to_uint8(image)
+    if image.ndim == 2:
+        return np.repeat(image[..., np.newaxis], 3, axis=-1)
+    if image.shape[-1] == 2:  # grey + alpha
+        return np.repeat(image[..., :1], 3, axis=-1)
+    return image[..., :3]
+
+
+def _rescale_to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype.kind in "ui":
+        top = float(np.iinfo(image.dtype).max)
+    else:
+        top = float(image.max()) if image.size and float(image.max()) > 1.0 else 1.0
+    scaled = np.clip(image.astype(np.float64) / top, 0.0, 1.0) * 255.0
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _resize_rgb8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    out = resize(image, (*size, 3), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _visible_entries(folder: Path) -> Iterator[Path]:
+    for entry in folder.iterdir():
+        if not entry.name.startswith("."):
+            yield entry
+
+
+def _visible_files(folder: Path, suffixes: frozenset[str]) -> Iterator[Path]:
+    for entry in _visible_entries(folder):
+        if entry.suffix.lower() in suffixes and entry.is_file():
+            yield entry
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Visible files under ``folder`` (nested folders included), naturally sorted."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+    return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    text = f"{shape[1]}x{shape[0]} pixels"
+    return text + (f" with {shape[2]} channels" if len(shape) == 3 else "")
+
+
+def _suffix_list(suffixes: frozenset[str]) -> str:
+    return ", ".join(sorted(s.lstrip(".").upper() for s in suffixes))
