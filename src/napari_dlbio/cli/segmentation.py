@@ -1,0 +1,253 @@
+"""``dlbio train|predict|evaluate`` for segmentation models (U-Nets).
+
+Standard output carries results (a summary line, or the evaluation JSON); progress and
+notices go to standard error so scripts can parse standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_dlbio.cli._progress import ProgressPrinter
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import ConfigError, InputDataError
+from napari_dlbio.core.events import CancelToken, RunState, run_to_end
+from napari_dlbio.core.io import OutputExistsError, read_stack, write_labels_tiff
+from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+
+
+def train(args: argparse.Namespace) -> int:
+    """``dlbio train`` for segmentation: read, train (or fine-tune), save the model folder."""
+    from napari_dlbio.models.segmentation import iter_train_segmentation
+    from napari_dlbio.models.store import load_model_folder, save_model_folder
+
+    if not args.labels:
+        raise InputDataError(
+            "Segmentation training needs --labels: a label stack of the same size as the images."
+        )
+    initial = load_model_folder(args.from_model, Task.SEGMENTATION) if args.from_model else None
+    config = _training_config(args, initial)
+    images = read_stack(args.images).data
+    annotations = _read_annotations(args.labels, args.label_values, config.class_names)
+    out = Path(args.out)
+    printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+    cancel = CancelToken()
+    checkpoints = out.parent / f".{out.name}.checkpoints"
+    with _cancel_on_interrupt(cancel):
+        result = run_to_end(
+            iter_train_segmentation(
+                images,
+                annotations,
+                config,
+                cancel=cancel,
+                initial=initial,
+                checkpoint_dir=checkpoints,
+            ),
+            printer,
+        )
+    if result.fit.best_epoch is None:
+        sys.stderr.write("dlbio: stopped before the first epoch ended; no model was saved.\n")
+        return 1
+    folder = result.model
+    save_model_folder(out, folder.model, folder.task, folder.config, folder.history, folder.metrics)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    summary = f"Saved {out} (best epoch {result.fit.best_epoch}"
+    if "val_iou" in folder.metrics:
+        summary += f", validation IoU {folder.metrics['val_iou']:.3f}"
+    if result.fit.state is RunState.CANCELLED:
+        summary += ", stopped early by the user"
+    sys.stdout.write(summary + ").\n")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """``dlbio predict`` for segmentation: write the mask (and probabilities) as TIFF."""
+    from napari_dlbio.models.segmentation import iter_predict_segmentation
+    from napari_dlbio.models.store import load_model_folder
+
+    out = Path(args.out)
+    probabilities_path = Path(args.probabilities) if args.probabilities else None
+    for path in (out, probabilities_path):
+        if path is not None and path.exists():
+            raise OutputExistsError(f"{path} already exists; choose a new file name.")
+    model = load_model_folder(args.model, Task.SEGMENTATION)
+    images = _read_images(args.images)
+    cancel = CancelToken()
+    with _cancel_on_interrupt(cancel):
+        prediction = run_to_end(
+            iter_predict_segmentation(model, images, cancel=cancel),
+            ProgressPrinter(sys.stderr, quiet=args.quiet),
+        )
+    if prediction is None:
+        sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
+        return 1
+    write_labels_tiff(out, prediction.mask, class_names=tuple(model.config.class_names))
+    if probabilities_path is not None:
+        _write_probabilities(probabilities_path, prediction.probabilities)
+    sys.stdout.write(f"Wrote {out}" + (f" and {probabilities_path}" if probabilities_path else ""))
+    sys.stdout.write(".\n")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``dlbio evaluate`` for segmentation: per-class IoU / Dice against ground truth."""
+    from napari_dlbio.models.segmentation import evaluate_segmentation, iter_predict_segmentation
+    from napari_dlbio.models.store import load_model_folder
+
+    if not args.labels:
+        raise InputDataError("Evaluation needs --labels: the ground truth of the images.")
+    model = load_model_folder(args.model, Task.SEGMENTATION)
+    class_names = model.config.class_names
+    images = read_stack(args.images).data
+    annotation = _read_annotations(args.labels, args.label_values, class_names)
+    if annotation.shape != images.shape[:3]:
+        raise InputDataError(
+            f"The labels have shape {annotation.shape} but the images have shape "
+            f"{images.shape}; give the labels of these images."
+        )
+    prediction = run_to_end(
+        iter_predict_segmentation(model, images),
+        ProgressPrinter(sys.stderr, quiet=args.quiet or args.json),
+    )
+    report = evaluate_segmentation(prediction.mask, annotation, class_names)
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(_report_table(report))
+    return 0
+
+
+def _training_config(args: argparse.Namespace, initial: Any) -> SegmentationConfig:
+    """Config from --config (or --from's, or the defaults), then flags on top."""
+    if args.config:
+        config = SegmentationConfig.from_file(args.config)
+    elif initial is not None:
+        config = initial.config
+    else:
+        config = SegmentationConfig()
+        if args.label_values:
+            config = config.replace(class_names=_class_names(parse_label_values(args.label_values)))
+    changes: dict[str, Any] = {}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.time_budget is not None:
+        changes["time_budget_s"] = args.time_budget
+    return config.replace(**changes) if changes else config
+
+
+def _class_names(mapping: dict[int, str]) -> tuple[str, ...]:
+    """Class names of a label mapping: "background" first, the others in order given."""
+    names = list(dict.fromkeys(mapping.values()))
+    if "background" in names:
+        names.remove("background")
+        names.insert(0, "background")
+    if len(names) < 2:
+        raise ConfigError(
+            f"--label-values names only the class {names[0]!r}; a segmentation needs a "
+            'background and at least one structure, e.g. "255=background,0=membrane".'
+        )
+    return tuple(names)
+
+
+def _read_annotations(
+    path: str, label_values: str | None, class_names: tuple[str, ...]
+) -> np.ndarray:
+    """Labels as an annotation: mapped with --label-values, or taken as they are."""
+    stack = read_stack(path)
+    if stack.axes != "ZYX":
+        raise InputDataError(
+            f"{path} has colour channels; labels must be single-channel images "
+            "(one class value per pixel)."
+        )
+    labels = np.asarray(stack.data)
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise InputDataError(
+            f"{path} holds {labels.dtype} values; labels must be whole numbers "
+            "(one class value per pixel)."
+        )
+    if label_values:
+        return annotation_from_dense(labels, parse_label_values(label_values), class_names)
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        raise InputDataError(
+            f"{path} holds values {int(labels.min())}..{int(labels.max())}; without "
+            "--label-values labels must be annotations (0 = not annotated, 1 = background, "
+            "2 and up = the other classes). Map dense labels with --label-values."
+        )
+    return labels.astype(np.uint8, copy=False)
+
+
+def _read_images(paths: list[str]) -> np.ndarray:
+    """One stack, or several files of equal size stacked as slices."""
+    stacks = [read_stack(path).data for path in paths]
+    if len(stacks) == 1:
+        return stacks[0]
+    shapes = {stack.shape[1:] for stack in stacks}
+    if len(shapes) > 1:
+        raise InputDataError(
+            "The images have different sizes; predict them one at a time or give a single stack."
+        )
+    return np.concatenate(stacks)
+
+
+def _write_probabilities(path: Path, probabilities: np.ndarray) -> None:
+    """Float32 TIFF with axes Z, C, Y, X (napari opens it as one channel per class)."""
+    import tifffile
+
+    data = np.ascontiguousarray(np.moveaxis(probabilities, -1, 1))
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tif", dir=path.parent)
+    os.close(handle)
+    try:
+        tifffile.imwrite(temporary, data, imagej=True, metadata={"axes": "ZCYX"})
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _report_table(report: dict[str, Any]) -> str:
+    lines = [f"pixel accuracy {_figure(report['pixel_accuracy'])}", ""]
+    lines.append(f"{'class':<24} {'IoU':>7} {'Dice':>7} {'pixels':>12}")
+    for name, figures in report["classes"].items():
+        lines.append(
+            f"{name:<24} {_figure(figures['iou']):>7} {_figure(figures['dice']):>7} "
+            f"{figures['pixels']:>12}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt(cancel: CancelToken) -> Iterator[None]:
+    """Ctrl+C stops after the current batch (a second Ctrl+C aborts at once)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        sys.stderr.write("\nStopping after the current batch (Ctrl+C again to abort)...\n")
+        cancel.cancel()
+
+    try:
+        previous = signal.signal(signal.SIGINT, stop)
+    except ValueError:  # not the main thread: leave Ctrl+C alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

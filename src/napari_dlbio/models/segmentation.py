@@ -1,0 +1,496 @@
+"""The segmentation engine: train or fine-tune a U-Net, predict masks tile by tile, evaluate.
+
+Training and prediction are generators of typed events (see
+:mod:`napari_dlbio.core.events`) that return their result last; :func:`train_segmentation`
+and :func:`predict_segmentation` run them to the end.  Prediction cuts every slice into
+overlapping tiles, predicts them in batches with one compiled step that is reused across
+calls, and blends the tiles with smooth weights, so any image size and any number of slices
+work and tile borders leave no trace.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import InputDataError, ModelFolderError
+from napari_dlbio.core.events import (
+    CancelToken,
+    Event,
+    Finished,
+    Notice,
+    RunState,
+    TileDone,
+    run_to_end,
+)
+from napari_dlbio.core.labels import classes_from_annotation
+from napari_dlbio.core.metrics import segmentation_report
+from napari_dlbio.core.normalisation import check_finite, normalise_percentile
+from napari_dlbio.core.patches import class_pixel_counts
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+from napari_dlbio.core.tiling import Stitcher, blending_window, pad_to_multiple, tile_grid
+from napari_dlbio.models._tf import load_keras, load_tensorflow
+from napari_dlbio.models.distribute import choose_strategy, worker_index
+from napari_dlbio.models.losses import MaskedIoU, MaskedSegmentationLoss, class_probabilities
+from napari_dlbio.models.segmentation_data import (
+    TrainingData,
+    as_model_stack,
+    prepare_training_data,
+    training_dataset,
+    validation_dataset,
+)
+from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.models.training import FitResult, iter_fit
+from napari_dlbio.models.unet import build_unet
+
+tf = load_tensorflow()
+keras = load_keras()
+
+# Pixels predicted per network call: 4 tiles of 512 x 512 keep a CPU's cores busy and the
+# activations of a slim U-Net within a few hundred MiB.
+PREDICT_PIXELS_PER_BATCH = 4 * 512 * 512
+# Validation slices predicted whole at the end of training for the per-class report.
+MAX_REPORT_SLICES = 16
+
+
+@dataclass(frozen=True)
+class SegmentationTrainingResult:
+    """A trained model (in memory, not yet saved) and how its training went."""
+
+    model: ModelFolder
+    fit: FitResult
+
+
+@dataclass(frozen=True)
+class SegmentationPrediction:
+    """Predicted mask (Z, Y, X) uint8 (0 = background, k = class k) and class
+    probabilities (Z, Y, X, K) float32."""
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+
+
+def iter_train_segmentation(
+    images: np.ndarray,
+    annotations: np.ndarray,
+    config: SegmentationConfig,
+    *,
+    cancel: CancelToken | None = None,
+    initial: ModelFolder | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> Generator[Event, None, SegmentationTrainingResult]:
+    """Train (or fine-tune) a U-Net, yielding progress events.
+
+    Parameters
+    ----------
+    images
+        (Z, Y, X) or (Z, Y, X, C) (a single (Y, X[, C]) image also works), any real dtype.
+    annotations
+        (Z, Y, X): 0 = not annotated, 1 = background, k >= 2 = class k-1.
+    config
+        Architecture, data and training settings.
+    cancel
+        Stops training after the current batch; the best weights so far are kept.
+    initial
+        Fine-tune this model: its network, normalisation, class names, input channels and
+        tiling are kept; the training settings come from ``config``.
+    checkpoint_dir
+        If given, best and last weights are written there after every epoch.
+
+    Yields
+    ------
+    Event
+        ``Notice`` (what trains and validates), ``TrainingStarted``, ``BatchEnded``,
+        ``EpochEnded`` (metrics ``val_loss``, ``val_iou`` ...), then ``Finished``.
+
+    Returns
+    -------
+    SegmentationTrainingResult
+        The model in memory (``path`` None) with history and metrics (validation report,
+        best epoch, seconds); save it with :func:`~napari_dlbio.models.store.save_model_folder`.
+
+    Raises
+    ------
+    InputDataError
+        For images and annotations that cannot train (see :func:`prepare_training_data`).
+    ModelFolderError
+        When ``initial`` is not a segmentation model.
+    """
+    if initial is not None:
+        config = fine_tuning_config(config, initial)
+    data = prepare_training_data(images, annotations, config)
+    if initial is not None:
+        yield Notice(
+            f"Fine-tuning {initial.path or 'the given model'}: its network, classes and "
+            "normalisation are kept."
+        )
+    yield Notice(data.describe())
+    missing = [
+        name
+        for name, count in zip(
+            config.class_names,
+            class_pixel_counts(data.train_annotations, config.n_classes),
+            strict=True,
+        )
+        if count == 0
+    ]
+    if missing:
+        yield Notice(
+            f"No training pixel is annotated as {', '.join(missing)}; the model cannot learn "
+            "what it has not seen. Paint a few strokes of every class."
+        )
+    if data.class_weights is not None:
+        weights = ", ".join(
+            f"{name} {weight:.2f}"
+            for name, weight in zip(config.class_names, data.class_weights, strict=True)
+        )
+        yield Notice(f"Class weights: {weights}.")
+    strategy = choose_strategy()
+    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    with strategy.scope():
+        model = build_unet(config.network, config.input_channels, config.n_classes)
+        if initial is not None:
+            model.set_weights(initial.model.get_weights())
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=MaskedSegmentationLoss(
+                config.n_classes,
+                config.loss,
+                None if data.class_weights is None else data.class_weights.tolist(),
+            ),
+            metrics=[MaskedIoU(config.n_classes)],
+        )
+    job = iter_fit(
+        model,
+        training_dataset(data, config, batch_size, seed=config.seed + 7919 * worker_index()),
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=validation_dataset(data, config, batch_size),
+        cancel=cancel,
+        time_budget_s=config.time_budget_s,
+        patience=config.early_stopping_patience,
+        checkpoint_dir=checkpoint_dir,
+        extra_callbacks=[_CosineDecay(config)] if config.learning_rate_decay else [],
+    )
+    finished: Finished | None = None
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                fit: FitResult = stop.value
+                break
+            # The final Finished waits until the validation report below is ready.
+            if isinstance(event, Finished):
+                finished = event
+            else:
+                yield event
+    finally:
+        # A consumer that stops listening also stops the training thread.
+        job.close()
+    folder = ModelFolder(
+        model=model,
+        task=Task.SEGMENTATION,
+        config=config,
+        path=None,
+        history=fit.history,
+        metrics=_training_metrics(model, config, data, fit),
+    )
+    yield finished or Finished(fit.state)
+    return SegmentationTrainingResult(model=folder, fit=fit)
+
+
+# The learning rate ends at this share of its start.
+FINAL_RATE_FACTOR = 0.05
+# Steps over which the rate rises linearly to its start: the first batches of a fresh
+# network with batch norm give large, noisy gradients.
+WARMUP_STEPS = 20
+
+
+class _CosineDecay(keras.callbacks.Callback):
+    """Short linear warm-up, then cosine decay of the learning rate over the planned steps
+    or the time budget, whichever ends first, so a budgeted run reaches its low rate just
+    before it stops."""
+
+    def __init__(self, config: SegmentationConfig) -> None:
+        super().__init__()
+        self._start_rate = config.learning_rate
+        self._steps = config.epochs * config.steps_per_epoch
+        self._budget = config.time_budget_s
+        self._step = 0
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+        self._step = 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        progress = self._step / self._steps
+        if self._budget is not None:
+            progress = max(progress, (time.perf_counter() - self._started) / self._budget)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        factor = FINAL_RATE_FACTOR + (1.0 - FINAL_RATE_FACTOR) * cosine
+        factor *= min(1.0, (self._step + 1) / WARMUP_STEPS)
+        self.model.optimizer.learning_rate.assign(self._start_rate * factor)
+        self._step += 1
+
+
+def train_segmentation(
+    images: np.ndarray,
+    annotations: np.ndarray,
+    config: SegmentationConfig,
+    *,
+    cancel: CancelToken | None = None,
+    initial: ModelFolder | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> SegmentationTrainingResult:
+    """Run :func:`iter_train_segmentation` to the end and return its result."""
+    return run_to_end(
+        iter_train_segmentation(
+            images,
+            annotations,
+            config,
+            cancel=cancel,
+            initial=initial,
+            checkpoint_dir=checkpoint_dir,
+        )
+    )
+
+
+def fine_tuning_config(config: SegmentationConfig, initial: ModelFolder) -> SegmentationConfig:
+    """Training settings from ``config``; what the saved model is made of from ``initial``.
+
+    Raises
+    ------
+    ModelFolderError
+        When ``initial`` is not a segmentation model.
+    """
+    base = _segmentation_config(initial)
+    return config.replace(
+        class_names=base.class_names,
+        input_channels=base.input_channels,
+        network=base.network,
+        normalise_low=base.normalise_low,
+        normalise_high=base.normalise_high,
+        tile_size=base.tile_size,
+        tile_overlap=base.tile_overlap,
+    )
+
+
+def _segmentation_config(model: ModelFolder) -> SegmentationConfig:
+    if model.task is not Task.SEGMENTATION or not isinstance(model.config, SegmentationConfig):
+        where = model.path or "This model"
+        raise ModelFolderError(
+            f"{where} is a {model.task.value} model; choose a segmentation model folder."
+        )
+    return model.config
+
+
+def _training_metrics(
+    model: Any, config: SegmentationConfig, data: TrainingData, fit: FitResult
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "state": fit.state.value,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": len(fit.history.get("loss", [])),
+        "train_seconds": round(fit.seconds, 3),
+        "train_slices": data.train_slices,
+        "validation_slices": data.validation_slices,
+    }
+    if "val_iou" in fit.history and fit.best_epoch is not None:
+        metrics["val_iou"] = fit.history["val_iou"][fit.best_epoch - 1]
+    if data.validation_annotations is None or fit.best_epoch is None:
+        return metrics
+    slices = data.validation_slices[:MAX_REPORT_SLICES]
+    folder = ModelFolder(model=model, task=Task.SEGMENTATION, config=config)
+    prediction = run_to_end(_iter_predict(folder, data.images[slices], None, normalised=True))
+    report = evaluate_segmentation(
+        prediction.mask, data.validation_annotations[slices], config.class_names
+    )
+    report.pop("slices")
+    metrics["validation"] = report
+    return metrics
+
+
+def iter_predict_segmentation(
+    model: ModelFolder, images: np.ndarray, *, cancel: CancelToken | None = None
+) -> Generator[Event, None, SegmentationPrediction | None]:
+    """Predict a mask and class probabilities for every slice, tile by tile.
+
+    Parameters
+    ----------
+    model
+        A segmentation model folder (loaded or just trained).
+    images
+        (Y, X), (Y, X, C), (Z, Y, X) or (Z, Y, X, C) of any size and real dtype.
+    cancel
+        Stops before the next batch of tiles.
+
+    Yields
+    ------
+    Event
+        ``TileDone(i, n)`` after every tile, then ``Finished``.
+
+    Returns
+    -------
+    SegmentationPrediction or None
+        ``None`` when cancelled.
+
+    Raises
+    ------
+    InputDataError
+        For images the model cannot read (rank, dtype, channels, NaN / infinite pixels).
+    ModelFolderError
+        When ``model`` is not a segmentation model.
+    """
+    return (yield from _iter_predict(model, images, cancel, normalised=False))
+
+
+def predict_segmentation(
+    model: ModelFolder, images: np.ndarray, *, cancel: CancelToken | None = None
+) -> SegmentationPrediction | None:
+    """Run :func:`iter_predict_segmentation` to the end and return its result."""
+    return run_to_end(iter_predict_segmentation(model, images, cancel=cancel))
+
+
+def _iter_predict(
+    model: ModelFolder,
+    images: np.ndarray,
+    cancel: CancelToken | None,
+    *,
+    normalised: bool,
+) -> Generator[Event, None, SegmentationPrediction | None]:
+    config = _segmentation_config(model)
+    stack = images if normalised else as_model_stack(images, config)
+    if not normalised:
+        check_finite(stack, "image")
+    n_slices, height, width = stack.shape[:3]
+    multiple = 2**config.network.depth
+    if n_slices == 0 or height == 0 or width == 0:
+        raise InputDataError(f"The image is empty (shape {tuple(stack.shape)}).")
+    padded_shape, crop = _padded_shape(height, width, multiple)
+    windows = tile_grid(padded_shape, config.tile_size, config.tile_overlap)
+    tile_h = windows[0][0].stop - windows[0][0].start
+    tile_w = windows[0][1].stop - windows[0][1].start
+    weights = blending_window(config.tile_size, config.tile_overlap)[:tile_h, :tile_w]
+    batch = max(1, PREDICT_PIXELS_PER_BATCH // (tile_h * tile_w))
+    step = _predict_step(model.model, config.input_channels)
+    n_classes = config.n_classes
+    probabilities = np.empty((n_slices, height, width, n_classes), dtype=np.float32)
+    total = n_slices * len(windows)
+    pending: list[tuple[int, tuple[slice, slice]]] = []
+    tiles = np.empty((batch, tile_h, tile_w, config.input_channels), dtype=np.float32)
+    stitchers: dict[int, Stitcher] = {}
+    done = 0
+    for z in range(n_slices):
+        plane = stack[z : z + 1]
+        if not normalised:
+            plane = normalise_percentile(plane, config.normalise_low, config.normalise_high)
+        plane, _ = pad_to_multiple(plane[0], multiple)
+        if len(windows) > 1:
+            stitchers[z] = Stitcher(padded_shape, n_classes, dtype=np.float32)
+        for window in windows:
+            tiles[len(pending)] = plane[window]
+            pending.append((z, window))
+            if len(pending) < batch and not (z == n_slices - 1 and window is windows[-1]):
+                continue
+            if cancel is not None and cancel.cancelled:
+                yield Finished(RunState.CANCELLED)
+                return None
+            predicted = step(tiles[: len(pending)]).numpy()
+            for (tz, tile_window), values in zip(pending, predicted, strict=True):
+                if tz in stitchers:
+                    stitchers[tz].add(tile_window, values, weights)
+                    if tile_window is windows[-1]:
+                        probabilities[tz] = stitchers.pop(tz).result()[crop]
+                else:
+                    probabilities[tz] = values[crop]
+                done += 1
+                yield TileDone(done, total)
+            pending.clear()
+    mask = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    yield Finished(RunState.DONE)
+    return SegmentationPrediction(mask=mask, probabilities=probabilities)
+
+
+def _padded_shape(height: int, width: int, multiple: int) -> tuple[tuple[int, int], Any]:
+    """Shape of a slice padded to a multiple of ``multiple``, and the crop back."""
+    padded, crop = pad_to_multiple(np.empty((height, width), dtype=np.uint8), multiple)
+    return padded.shape, crop
+
+
+# One compiled prediction step per Keras model, reused by every call: tracing a graph
+# costs far more than predicting a slice.
+_PREDICT_STEPS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _predict_step(model: Any, channels: int) -> Any:
+    step = _PREDICT_STEPS.get(model)
+    if step is None:
+        step = _compile_step(weakref.ref(model), channels)
+        _PREDICT_STEPS[model] = step
+    return step
+
+
+def _compile_step(model_ref: weakref.ref, channels: int) -> Any:
+    # A weak reference, so the cached step does not keep its model alive; one input
+    # signature with free sizes, so every tile shape reuses the same graph.
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)],
+        autograph=False,
+    )
+    def predict_tiles(tiles: Any) -> Any:
+        return class_probabilities(model_ref()(tiles, training=False))
+
+    return predict_tiles
+
+
+def evaluate_segmentation(
+    prediction_mask: np.ndarray, annotation: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Per-class IoU and Dice, pixel accuracy and per-slice figures on annotated pixels.
+
+    Parameters
+    ----------
+    prediction_mask
+        (Z, Y, X) predicted mask: 0 = background, k = class k.
+    annotation
+        (Z, Y, X) annotation or ground truth in the annotation convention: 0 = not
+        annotated (ignored), 1 = background, k >= 2 = class k-1.
+    class_names
+        The model's class names, background first.
+
+    Returns
+    -------
+    dict
+        ``{"pixel_accuracy", "classes": {name: {"iou", "dice", "pixels"}}, "slices",
+        "confusion_matrix"}`` (see :func:`~napari_dlbio.core.metrics.segmentation_report`).
+
+    Raises
+    ------
+    InputDataError
+        When the shapes differ or the annotation holds classes the model does not have.
+    """
+    annotation = np.asarray(annotation)
+    prediction_mask = np.asarray(prediction_mask)
+    if annotation.shape != prediction_mask.shape:
+        raise InputDataError(
+            f"The labels have shape {annotation.shape} but the prediction has shape "
+            f"{prediction_mask.shape}; compare labels of the same image."
+        )
+    if annotation.size and int(annotation.max()) > len(class_names):
+        raise InputDataError(
+            f"The labels hold value {int(annotation.max())} but the model knows only "
+            f"{len(class_names)} classes ({', '.join(class_names)}: labels 1 to "
+            f"{len(class_names)}); map the label values to these classes with --label-values."
+        )
+    classes, annotated = classes_from_annotation(annotation)
+    return segmentation_report(classes, prediction_mask, class_names, valid=annotated)

@@ -1,0 +1,198 @@
+"""Tiled prediction: any size and slice count, seamless tiles, events, cancel, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import InputDataError, ModelFolderError
+from napari_dlbio.core.events import CancelToken, Finished, RunState, TileDone
+from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
+from napari_dlbio.core.tiling import tile_grid
+from napari_dlbio.models._tf import load_keras
+from napari_dlbio.models.segmentation import (
+    _predict_step,
+    evaluate_segmentation,
+    iter_predict_segmentation,
+    predict_segmentation,
+    train_segmentation,
+)
+from napari_dlbio.models.store import ModelFolder
+
+keras = load_keras()
+
+CONFIG = SegmentationConfig(
+    network=UNetConfig(depth=3, base_filters=8),
+    patch_size=64,
+    batch_size=4,
+    learning_rate=0.01,
+    epochs=3,
+    steps_per_epoch=12,
+    validation_fraction=0.0,
+    tile_size=64,
+    tile_overlap=16,
+    augment_elastic=False,
+)
+
+
+def _blobs(n_slices, height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    foreground = np.zeros((n_slices, height, width), bool)
+    for z in range(n_slices):
+        for _ in range(max(2, height * width // 600)):
+            cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(4, 10)
+            foreground[z] |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    images = (60 + 120 * foreground + rng.normal(0, 20, foreground.shape)).clip(0, 255)
+    return images.astype(np.uint8), np.where(foreground, 2, 1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model() -> ModelFolder:
+    keras.utils.set_random_seed(0)
+    images, annotations = _blobs(4, 96, 96)
+    return train_segmentation(images, annotations, CONFIG).model
+
+
+def _with_tiles(folder: ModelFolder, tile: int, overlap: int) -> ModelFolder:
+    config = folder.config.replace(tile_size=tile, tile_overlap=overlap)
+    return ModelFolder(model=folder.model, task=folder.task, config=config)
+
+
+def test_any_size_and_slice_count_gives_mask_and_probabilities(model):
+    for shape in ((3, 70, 131), (1, 17, 9), (200, 45)):
+        images, _ = _blobs(1, *shape[-2:])
+        images = images[0] if len(shape) == 2 else np.repeat(images, shape[0], axis=0)
+        prediction = predict_segmentation(model, images)
+        expected = (1, *shape) if len(shape) == 2 else shape
+        assert prediction.mask.shape == expected
+        assert prediction.mask.dtype == np.uint8
+        assert prediction.probabilities.shape == (*expected, 2)
+        assert prediction.probabilities.dtype == np.float32
+        np.testing.assert_allclose(prediction.probabilities.sum(-1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(prediction.mask, prediction.probabilities.argmax(-1))
+
+
+def test_the_trained_model_finds_the_blobs(model):
+    images, annotations = _blobs(2, 128, 160, seed=3)
+    prediction = predict_segmentation(model, images)
+    report = evaluate_segmentation(prediction.mask, annotations, CONFIG.class_names)
+    assert report["classes"]["membrane"]["iou"] > 0.8
+
+
+def _seam_error(tiled: np.ndarray, whole: np.ndarray, windows, band: int = 4):
+    """Mean |difference| on pixels near inner tile borders, and elsewhere."""
+    near = np.zeros(whole.shape[1:3], bool)
+    for rows, cols in windows:
+        for edge in (rows.start, rows.stop):
+            if 0 < edge < near.shape[0]:
+                near[max(edge - band, 0) : edge + band, cols] = True
+        for edge in (cols.start, cols.stop):
+            if 0 < edge < near.shape[1]:
+                near[rows, max(edge - band, 0) : edge + band] = True
+    difference = np.abs(tiled - whole)[..., 1]
+    return difference[:, near].mean(), difference[:, ~near].mean(), near
+
+
+def test_tile_borders_are_indistinguishable_from_the_interior(model):
+    images, _ = _blobs(2, 256, 256, seed=7)
+    whole = predict_segmentation(_with_tiles(model, 256, 0), images)
+    blended = predict_segmentation(_with_tiles(model, 128, 32), images)
+    windows = tile_grid((256, 256), 128, 32)
+    at_seams, inside, near = _seam_error(blended.probabilities, whole.probabilities, windows)
+    assert near.mean() > 0.05
+    # Blending keeps the seams as close to the one-tile prediction as the interior is.
+    assert at_seams < 0.01
+    assert at_seams < 2 * inside + 1e-3
+    assert (blended.mask == whole.mask).mean() > 0.995
+    # Without overlap the seams are visibly worse, so the figures above do measure seams.
+    hard = predict_segmentation(_with_tiles(model, 128, 0), images)
+    hard_seams, _, _ = _seam_error(
+        hard.probabilities, whole.probabilities, tile_grid((256, 256), 128, 0)
+    )
+    assert hard_seams > 5 * at_seams
+
+
+def test_tile_events_count_every_tile_and_end_with_finished(model):
+    images, _ = _blobs(3, 100, 150)
+    job = iter_predict_segmentation(_with_tiles(model, 64, 16), images)
+    events = []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    tiles = [event for event in events if isinstance(event, TileDone)]
+    n_tiles = 3 * len(tile_grid((112, 160), 64, 16))
+    assert [event.index for event in tiles] == list(range(1, n_tiles + 1))
+    assert {event.total for event in tiles} == {n_tiles}
+    assert events[-1] == Finished(RunState.DONE)
+    assert result.mask.shape == (3, 100, 150)
+
+
+def test_cancel_stops_prediction_and_returns_none(model):
+    images, _ = _blobs(6, 300, 300)
+    cancel = CancelToken()
+    # Four 256 x 256 tiles per slice make one batch each, so there is a batch to skip.
+    job = iter_predict_segmentation(_with_tiles(model, 256, 32), images, cancel=cancel)
+    events = []
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        events.append(event)
+        if isinstance(event, TileDone):
+            cancel.cancel()
+    assert result is None
+    assert events[-1] == Finished(RunState.CANCELLED)
+    done = [event for event in events if isinstance(event, TileDone)]
+    assert done[-1].index < done[-1].total
+
+
+def test_the_compiled_step_is_traced_once_and_reused_across_sizes(model):
+    for shape in ((1, 64, 64), (2, 100, 37), (1, 300, 200)):
+        predict_segmentation(model, _blobs(*shape)[0])
+    assert _predict_step(model.model, 1).experimental_get_tracing_count() == 1
+
+
+def test_dtypes_and_channels_do_not_change_the_prediction(model):
+    images, _ = _blobs(2, 64, 96)
+    reference = predict_segmentation(model, images).mask
+    variants = [
+        images.astype(np.uint16) * 257,
+        images.astype(np.float32) / 255.0,
+        np.repeat(images[..., None], 3, axis=-1),
+    ]
+    for variant in variants:
+        assert (predict_segmentation(model, variant).mask == reference).mean() > 0.999
+
+
+def test_bad_images_and_models_are_refused(model):
+    images, _ = _blobs(1, 32, 32)
+    with pytest.raises(InputDataError, match="NaN"):
+        predict_segmentation(model, np.where(images > 100, np.nan, images.astype(float)))
+    with pytest.raises(InputDataError, match="expects 1 channel"):
+        predict_segmentation(model, np.zeros((1, 32, 32, 2), np.uint8))
+    from napari_dlbio.core.classifier_config import ClassifierConfig
+
+    other = ModelFolder(model=model.model, task=Task.CLASSIFICATION, config=ClassifierConfig())
+    with pytest.raises(ModelFolderError, match="classification model"):
+        predict_segmentation(other, images)
+
+
+def test_evaluation_ignores_unannotated_pixels_and_keeps_its_json_shape():
+    mask = np.array([[[0, 1, 1, 0]]], np.uint8)
+    annotation = np.array([[[1, 2, 0, 0]]], np.uint8)
+    report = evaluate_segmentation(mask, annotation, ("background", "membrane"))
+    assert report["pixel_accuracy"] == 1.0
+    assert report["classes"]["membrane"] == {"iou": 1.0, "dice": 1.0, "pixels": 1}
+    assert report["classes"]["background"]["pixels"] == 1
+    assert report["slices"][0]["slice"] == 0
+    with pytest.raises(InputDataError, match="shape"):
+        evaluate_segmentation(mask[..., :2], annotation, ("background", "membrane"))
+    with pytest.raises(InputDataError, match="label-values"):
+        evaluate_segmentation(mask, annotation + 2, ("background", "membrane"))

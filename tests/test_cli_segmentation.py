@@ -1,0 +1,202 @@
+"""``dlbio train|predict|evaluate`` on small crops of the ISBI 2012 data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_dlbio.cli import main
+
+ISBI = "255=background,0=membrane"
+TINY = {
+    "network": {"depth": 2, "base_filters": 4},
+    "patch_size": 64,
+    "batch_size": 2,
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "validation_fraction": 0.2,
+    "tile_size": 64,
+    "tile_overlap": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def crops(isbi_dir, tmp_path_factory):
+    """Slices 0-4 and 25-29, 96 x 128 pixels, as TIFF stacks and a folder of PNG slices."""
+    import imageio.v3 as iio
+
+    folder = tmp_path_factory.mktemp("crops")
+    volume = tifffile.imread(isbi_dir / "train-volume.tif")[:, :96, :128]
+    labels = tifffile.imread(isbi_dir / "train-labels.tif")[:, :96, :128]
+    paths = {}
+    for name, data in {
+        "train": volume[:5],
+        "train_labels": labels[:5],
+        "test": volume[25:],
+        "test_labels": labels[25:],
+    }.items():
+        paths[name] = folder / f"{name}.tif"
+        tifffile.imwrite(paths[name], data, photometric="minisblack")
+    slices = folder / "test_slices"
+    slices.mkdir()
+    for z, plane in enumerate(volume[25:]):
+        iio.imwrite(slices / f"{z}.png", plane)
+    paths["test_slices"] = slices
+    paths["config"] = folder / "tiny.json"
+    paths["config"].write_text(json.dumps(TINY))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model_dir(crops, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "membrane"
+    code = main(
+        [
+            "train",
+            "--images",
+            str(crops["train"]),
+            "--labels",
+            str(crops["train_labels"]),
+            "--label-values",
+            ISBI,
+            "--config",
+            str(crops["config"]),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_complete_model_folder(model_dir):
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "config.json",
+        "history.json",
+        "metrics.json",
+        "model.keras",
+    ]
+    document = json.loads((model_dir / "config.json").read_text())
+    assert document["task"] == "segmentation"
+    assert document["config"]["class_names"] == ["background", "membrane"]
+    assert document["config"]["patch_size"] == 64
+    assert not list(model_dir.parent.glob(".membrane*"))
+
+
+def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsys):
+    mask_path, probabilities_path = tmp_path / "mask.tif", tmp_path / "p.tif"
+    argv = ["predict", "--model", str(model_dir), "--images", str(crops["test_slices"])]
+    argv += ["--out", str(mask_path), "--probabilities", str(probabilities_path), "--quiet"]
+    assert main(argv) == 0
+    mask = tifffile.imread(mask_path)
+    assert mask.shape == (5, 96, 128)
+    assert mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1}
+    probabilities = tifffile.imread(probabilities_path)
+    assert probabilities.shape == (5, 2, 96, 128)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert "Wrote" in capsys.readouterr().out
+
+
+def test_evaluate_prints_one_json_object_of_the_documented_shape(crops, model_dir, capsys):
+    argv = ["evaluate", "--model", str(model_dir), "--images", str(crops["test"])]
+    argv += ["--labels", str(crops["test_labels"]), "--label-values", ISBI, "--json"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert isinstance(report["pixel_accuracy"], float)
+    assert set(report["classes"]) == {"background", "membrane"}
+    for figures in report["classes"].values():
+        assert set(figures) >= {"iou", "dice", "pixels"}
+    assert report["classes"]["membrane"]["pixels"] == int(
+        (tifffile.imread(crops["test_labels"]) == 0).sum()
+    )
+    assert len(report["slices"]) == 5
+
+
+def test_fine_tuning_continues_from_a_model_folder(crops, model_dir, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    argv = ["train", "--images", str(crops["test"]), "--labels", str(crops["test_labels"])]
+    argv += ["--label-values", ISBI, "--from", str(model_dir), "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    tuned = json.loads((out / "config.json").read_text())["config"]
+    assert tuned["epochs"] == 1
+    assert tuned["network"] == TINY["network"] | {"batch_norm": True, "dropout": 0.0, "l2": 0.0}
+    assert "Saved" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_one_clear_line_and_no_traceback(crops, model_dir, tmp_path, capsys):
+    nan_image = tmp_path / "nan.tif"
+    tifffile.imwrite(nan_image, np.full((5, 96, 128), np.nan, np.float32))
+    short_labels = tmp_path / "short.tif"
+    tifffile.imwrite(
+        short_labels, tifffile.imread(crops["train_labels"])[:3], photometric="minisblack"
+    )
+    occupied = tmp_path / "exists.tif"
+    occupied.write_bytes(b"")
+    out = tmp_path / "m"
+    train = ["train", "--images", str(crops["train"]), "--out", str(out), "--quiet"]
+    train += ["--config", str(crops["config"])]
+    labels = ["--labels", str(crops["train_labels"])]
+    model = ["--model", str(model_dir), "--images", str(crops["test"])]
+    cases = [
+        ([*train[:6], *labels, "--label-values", "255=background"], "names only the class"),
+        ([*train, *labels, "--label-values", "255=background"], "0 that have no class"),
+        ([*train, *labels, "--label-values", "0=membrane,7=background"], "have no class"),
+        ([*train, *labels], "only 2 classes"),
+        (train, "needs --labels"),
+        ([*train, "--labels", str(short_labels), "--label-values", ISBI], "shape"),
+        ([*train, *labels, "--label-values", ISBI, "--images", str(nan_image)], "NaN"),
+        ([*train, *labels, "--label-values", ISBI, "--from", str(tmp_path)], "config.json"),
+        (["predict", *model, "--out", str(occupied)], "already exists"),
+        (["evaluate", *model, "--labels", str(crops["train_labels"])], "model knows only"),
+        (["predict", "--model", str(tmp_path), "--images", "x.tif", "--out", "y.tif"], "model"),
+    ]
+    for argv, words in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert "Traceback" not in err
+        message = [line for line in err.splitlines() if line.startswith("dlbio: error:")]
+        assert len(message) == 1, err
+        assert words in message[0], (words, message[0])
+    assert not out.exists()
+
+
+def test_progress_printer_writes_whole_lines_to_a_log_file():
+    import io
+
+    from napari_dlbio.cli._progress import ProgressPrinter
+    from napari_dlbio.core.events import (
+        BatchEnded,
+        EpochEnded,
+        Finished,
+        Notice,
+        RunState,
+        TrainingStarted,
+    )
+
+    log = io.StringIO()
+    printer = ProgressPrinter(log)
+    for event in (
+        TrainingStarted(2, 3, "CPU (2 cores)"),
+        BatchEnded(1, 1, 3, 0.7),
+        EpochEnded(1, 2, 0.65, {"val_iou": 0.5}),
+        Notice("stopping"),
+        Finished(RunState.CANCELLED),
+    ):
+        printer(event)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("Training on CPU (2 cores): up to 2 epochs of 3 steps")
+    assert lines[1].startswith("epoch 1/2  loss 0.6500  val_iou 0.5000")
+    assert lines[2] == "stopping"
+    assert lines[3].startswith("cancelled after")
+    assert "\r" not in log.getvalue()
+    quiet = io.StringIO()
+    ProgressPrinter(quiet, quiet=True)(EpochEnded(1, 2, 0.65))
+    assert quiet.getvalue() == ""
