@@ -1,0 +1,233 @@
+"""The classification engine: events, cancel, budget, fine-tuning, prediction, evaluation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_dlbio.core.classifier_config import ClassifierConfig
+from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.events import (
+    BatchEnded,
+    CancelToken,
+    EpochEnded,
+    Finished,
+    Notice,
+    RunState,
+    TileDone,
+    TrainingStarted,
+    run_to_end,
+)
+from napari_dlbio.models.classification import (
+    PREDICT_BATCH,
+    evaluate_classifier,
+    iter_predict_classifier,
+    iter_train_classifier,
+    predict_classifier,
+    train_classifier,
+)
+from napari_dlbio.models.store import load_model_folder, save_model_folder
+
+TINY = ClassifierConfig(
+    input_size=32, filters=8, blocks=3, convs_per_block=1, stem_stride=1, batch_size=8, epochs=3
+)
+COLOURS = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200)], np.uint8)
+
+
+def _colour_images(n: int, seed: int = 0, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy images whose class is their dominant colour."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    noise = rng.integers(-30, 30, (n, size, size, 3))
+    images = np.clip(COLOURS[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[list, object]:
+    images, labels = _colour_images(60)
+    events: list = []
+    result = run_to_end(iter_train_classifier(images, labels, TINY), events.append)
+    return events, result
+
+
+def test_training_events_come_in_order(trained):
+    events, result = trained
+    kinds = [type(event) for event in events]
+
+    assert kinds[0] is Notice
+    assert kinds.index(TrainingStarted) < kinds.index(BatchEnded) < kinds.index(EpochEnded)
+    assert kinds[-1] is Finished
+    assert events[-1].state is RunState.DONE
+    epochs = [event for event in events if isinstance(event, EpochEnded)]
+    assert [event.epoch for event in epochs] == [1, 2, 3]
+    assert {"accuracy", "val_loss", "val_accuracy"} <= set(epochs[0].metrics)
+    assert "48 images of 3 classes" in events[0].text
+    assert result.fit.state is RunState.DONE
+
+
+def test_training_learns_and_records_what_prediction_needs(trained):
+    _, result = trained
+    config = result.model.config
+    metrics = result.model.metrics
+
+    assert metrics["val_accuracy"] >= 0.9
+    assert config.class_names == ("class 0", "class 1", "class 2")
+    assert len(config.channel_mean) == 3
+    assert all(std > 0 for std in config.channel_std)
+    assert metrics["validation"]["confusion_matrix"]
+    assert len(result.model.history["loss"]) == 3
+
+
+def test_saved_model_predicts_the_same_after_loading(trained, tmp_path: Path):
+    _, result = trained
+    images, _ = _colour_images(9, seed=1)
+    before = predict_classifier(result.model, images)
+
+    folder = result.model
+    save_model_folder(tmp_path / "model", folder.model, folder.task, folder.config)
+    after = predict_classifier(load_model_folder(tmp_path / "model"), images)
+
+    assert np.allclose(after.probabilities, before.probabilities, atol=1e-6)
+    assert after.class_names == ("class 0", "class 1", "class 2")
+
+
+def test_prediction_takes_any_mix_of_sizes_and_colour_modes(trained):
+    _, result = trained
+    images, labels = _colour_images(3, seed=2, size=70)
+    mixed = [images[0], images[1][:50, :30], np.dstack([images[2], np.full((70, 70), 255)])]
+    grey = images[0].mean(axis=2).astype(np.uint8)
+
+    prediction = predict_classifier(result.model, [*mixed, grey])
+
+    assert prediction.probabilities.shape == (4, 3)
+    assert prediction.probabilities.dtype == np.float32
+    assert np.array_equal(prediction.predicted[:3], labels)
+
+
+def test_prediction_reports_batches_and_can_be_cancelled(trained):
+    _, result = trained
+    images, _ = _colour_images(PREDICT_BATCH + 5, size=32)
+    events: list = []
+
+    run_to_end(iter_predict_classifier(result.model, images), events.append)
+
+    tiles = [event for event in events if isinstance(event, TileDone)]
+    assert [(t.index, t.total) for t in tiles] == [(1, 2), (2, 2)]
+    cancel = CancelToken()
+    cancel.cancel()
+    events.clear()
+    assert (
+        run_to_end(iter_predict_classifier(result.model, images, cancel=cancel), events.append)
+        is None
+    )
+    assert events == [Finished(RunState.CANCELLED)]
+
+
+def test_evaluation_report(trained):
+    _, result = trained
+    images, labels = _colour_images(12, seed=3)
+
+    report = evaluate_classifier(result.model, images, labels)
+
+    assert report["accuracy"] >= 0.9
+    assert report["classes"]["class 1"]["support"] == 4
+    assert np.array(report["confusion_matrix"]).sum() == 12
+    with pytest.raises(InputDataError, match="from 0 to 2"):
+        evaluate_classifier(result.model, images, labels + 1)
+
+
+def test_cancel_stops_within_the_first_epoch():
+    images, labels = _colour_images(60)
+    cancel = CancelToken()
+    events: list = []
+
+    def stop_early(event: object) -> None:
+        events.append(event)
+        if isinstance(event, BatchEnded):
+            cancel.cancel()
+
+    result = run_to_end(
+        iter_train_classifier(images, labels, TINY.replace(epochs=50), cancel=cancel), stop_early
+    )
+
+    assert result.fit.state is RunState.CANCELLED
+    assert events[-1] == Finished(RunState.CANCELLED)
+    assert result.model.metrics["epochs_run"] <= 1
+    assert sum(isinstance(event, BatchEnded) for event in events) < 6
+
+
+def test_time_budget_ends_training():
+    images, labels = _colour_images(30)
+    config = TINY.replace(epochs=1000, time_budget_s=2.0, early_stopping_patience=None)
+
+    result = train_classifier(images, labels, config)
+
+    assert result.fit.state is RunState.DONE
+    assert result.model.metrics["epochs_run"] < 1000
+    assert result.fit.seconds < 30
+
+
+def test_fine_tuning_keeps_the_models_classes_and_normalisation(trained):
+    _, first = trained
+    images, labels = _colour_images(30, seed=4)
+    other = TINY.replace(class_names=("x", "y", "z"), input_size=64, epochs=1)
+
+    result = train_classifier(images, labels, other, initial=first.model)
+
+    config = result.model.config
+    assert config.class_names == first.model.config.class_names
+    assert config.input_size == 32
+    assert config.channel_mean == first.model.config.channel_mean
+    assert config.epochs == 1
+    # Starting from trained weights, one epoch keeps the colours apart.
+    assert result.model.metrics["val_accuracy"] >= 0.9
+
+
+def test_unbalanced_classes_get_weights_in_the_notice():
+    images, labels = _colour_images(40)
+    labels = np.where(np.arange(40) < 30, 0, 1)
+    events: list = []
+
+    run_to_end(iter_train_classifier(images, labels, TINY.replace(epochs=1)), events.append)
+
+    notice = next(event.text for event in events if isinstance(event, Notice))
+    assert "Class weights: class 0 0.67, class 1 2.00." in notice
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.zeros(12, int), "at least two classes"),
+        (np.arange(11) % 2, "12 images but 11 class indices"),
+        (np.arange(12) % 3 - 1, "whole numbers from 0"),
+    ],
+)
+def test_unusable_class_indices_are_refused(labels: np.ndarray, message: str):
+    images, _ = _colour_images(12)
+    with pytest.raises(InputDataError, match=message):
+        train_classifier(images, labels, TINY.replace(class_names=("a", "b", "c")))
+
+
+def test_augmented_batches_stay_images_and_vary():
+    from napari_dlbio.models.classification import _training_dataset
+
+    images, labels = _colour_images(8, size=32)
+    config = TINY.replace(brightness=0.2, zoom=0.3)
+    plain = config.replace(augmentation=False)
+
+    x, y, w = next(iter(_training_dataset(images, labels, None, config, 8)))
+    x_plain, _, _ = next(iter(_training_dataset(images, labels, None, plain, 8)))
+
+    assert x.shape == (8, 32, 32, 3)
+    assert float(np.min(x)) >= 0.0
+    assert float(np.max(x)) <= 255.0
+    assert np.allclose(np.asarray(w), 1.0)
+    assert not math.isclose(float(np.abs(np.asarray(x) - np.asarray(x_plain)).sum()), 0.0)
+    # Without augmentation the batch holds exactly the given images, shuffled.
+    flat = {bytes(image.astype(np.uint8)) for image in np.asarray(x_plain)}
+    assert flat <= {bytes(image) for image in images}
+    assert set(np.asarray(y)) <= {0, 1, 2}
