@@ -1,0 +1,177 @@
+"""How long napari's Qt event loop is blocked while the widgets train and predict.
+
+A Qt timer fires every 10 ms in the GUI thread and records the gap since its last tick; the
+longest gap is the longest time the window could not react.  Training and prediction run
+through the Train and Predict & inspect widgets exactly as a user starts them (button
+clicks), on the ISBI 2012 training stack (30 x 512 x 512) from ``shared/data`` when present,
+otherwise on the 5-slice sample.  TensorFlow is imported for the first time inside the
+training job, after the viewer exists, as in a real session; the stall before the first
+batch (TensorFlow import, data preparation, building the network) is reported on its own
+as well as inside the training figure.
+
+Run under a display (``xvfb-run -a``); the last output line is one JSON object with
+``max_stall_ms_training`` and ``max_stall_ms_predicting`` (target: under 100 ms).
+
+    xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ISBI = Path(os.environ.get("DLBIO_DATA", REPO.parent / "shared" / "data")) / "isbi2012"
+TICK_MS = 10
+
+
+class StallMeter:
+    """Records the longest gap between ticks of a 10 ms timer, per named phase."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.phase: str | None = None
+        self.longest: dict[str, float] = {}
+        self.gaps: dict[str, list[float]] = {}
+        self._last = time.perf_counter()
+        self._timer = QTimer()
+        self._timer.setInterval(TICK_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def enter(self, phase: str) -> None:
+        """Attribute the following gaps to ``phase``."""
+        self._tick()
+        self.phase = phase
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        gap_ms = (now - self._last) * 1000.0
+        self._last = now
+        if self.phase is not None:
+            self.longest[self.phase] = max(self.longest.get(self.phase, 0.0), gap_ms)
+            self.gaps.setdefault(self.phase, []).append(gap_ms)
+
+    def p99(self, phase: str) -> float:
+        """The 99th percentile gap of ``phase`` in ms."""
+        return float(np.percentile(self.gaps.get(phase, [0.0]), 99))
+
+
+def wait_for(widget: Any, timeout_s: float) -> None:
+    """Run the Qt event loop until the widget's job has finished."""
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout_s
+    while widget.job is None or widget.job.running:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{type(widget).__name__} did not finish in {timeout_s} s")
+        QApplication.processEvents()
+        time.sleep(0.001)
+
+
+def load_stack(smoke: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """The EM stack and its annotation (1 = background, 2 = membrane), and where it came from."""
+    import tifffile
+
+    if not smoke and (ISBI / "train-volume.tif").is_file():
+        image = tifffile.imread(ISBI / "train-volume.tif")
+        labels = tifffile.imread(ISBI / "train-labels.tif")
+        source = "shared/data/isbi2012 train-volume (30 slices)"
+    else:
+        from napari_dlbio._sample_data import make_isbi_sample
+
+        (image, _, _), (annotation, _, _) = make_isbi_sample()
+        return image, annotation, "ISBI sample (5 slices)"
+    return image, np.where(labels == 0, 2, 1).astype(np.uint8), source
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train and predict through the widgets while measuring stalls; print JSON last."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="5-slice sample, a few steps")
+    parser.add_argument("--train-seconds", type=float, default=60.0, help="training budget")
+    args = parser.parse_args(argv)
+
+    import napari
+
+    from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
+    from napari_dlbio._widgets.train_widget import TrainWidget
+    from napari_dlbio.core.events import TrainingStarted
+
+    image_data, annotation_data, source = load_stack(args.smoke)
+    viewer = napari.Viewer()
+    image = viewer.add_image(image_data, name="EM")
+    annotation = viewer.add_labels(annotation_data, name="annotation")
+    annotation.metadata["class_names"] = ["background", "membrane"]
+    train, predict = TrainWidget(viewer), PredictWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train")
+    viewer.window.add_dock_widget(predict, name="Predict & inspect")
+    viewer.screenshot(canvas_only=True)
+    meter = StallMeter()
+
+    train.image_combo.select(image)
+    train.annotation_combo.select(annotation)
+    settings = {"network.depth": 3, "network.base_filters": 8, "patch_size": 128, "batch_size": 4}
+    if args.smoke:
+        settings.update(epochs=1, steps_per_epoch=3, patch_size=64)
+    else:
+        settings.update(epochs=1000, steps_per_epoch=20, time_budget_s=args.train_seconds)
+    for key, value in settings.items():
+        train.segmentation_form.set_value(key, value)
+
+    meter.enter("preparing")
+    started = time.perf_counter()
+    train.train_button.click()
+    train.job.worker.yielded.connect(
+        lambda event: meter.enter("training") if isinstance(event, TrainingStarted) else None
+    )
+    wait_for(train, timeout_s=600)
+    meter.enter("idle")
+    training_s = time.perf_counter() - started
+    if train.outcome is None:
+        raise RuntimeError(f"training ended as {train.job.state.value}")
+
+    predict.image_combo.select(image)
+    predict.scope_combo.setCurrentText(WHOLE_STACK)
+    predict.metrics.reference_combo.select(annotation)
+    meter.enter("predicting")
+    started = time.perf_counter()
+    predict.predict_button.click()
+    wait_for(predict, timeout_s=600)
+    meter.enter("idle")
+    predicting_s = time.perf_counter() - started
+    if "EM mask" not in viewer.layers:
+        raise RuntimeError(f"prediction ended as {predict.job.state.value} without a mask")
+
+    preparing = meter.longest.get("preparing", 0.0)
+    result = {
+        "stack": source,
+        "shape": list(image_data.shape),
+        "device": train.device_label.text().removeprefix("Device: "),
+        "training_s": round(training_s, 1),
+        "predicting_s": round(predicting_s, 1),
+        "max_stall_ms_before_first_batch": round(preparing, 1),
+        "max_stall_ms_training_batches": round(meter.longest.get("training", 0.0), 1),
+        "max_stall_ms_training": round(max(preparing, meter.longest.get("training", 0.0)), 1),
+        "p99_stall_ms_training": round(meter.p99("training"), 1),
+        "max_stall_ms_predicting": round(meter.longest.get("predicting", 0.0), 1),
+        "p99_stall_ms_predicting": round(meter.p99("predicting"), 1),
+        "target_ms": 100,
+    }
+    for key, value in result.items():
+        print(f"{key:>32}: {value}")
+    viewer.close()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Small pieces the dock widgets share: layer pickers, path fields, layer helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from napari_dlbio._layers import ROLE_KEY, LayerData, Placement
+
+
+def connect_while_alive(emitter: Any, callback: Callable[..., Any], widget: QObject) -> None:
+    """Connect ``callback`` to a napari or psygnal event until ``widget`` is destroyed.
+
+    A closed dock widget must not be called back by the viewer it was docked in.
+    """
+    emitter.connect(callback)
+    widget.destroyed.connect(lambda *_: _disconnect(emitter, callback))
+
+
+def _disconnect(emitter: Any, callback: Callable[..., Any]) -> None:
+    # A viewer closed before the widget has already torn its events down.
+    with contextlib.suppress(AttributeError, RuntimeError, ValueError):
+        emitter.disconnect(callback)
+
+
+class LayerCombo(QComboBox):
+    """A drop-down of the viewer's layers of one type, kept up to date by name.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    layer_type
+        ``napari.layers.Image`` or ``napari.layers.Labels``.
+    """
+
+    def __init__(self, viewer: Any, layer_type: type[Layer], parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._type = layer_type
+        self._renamable: weakref.WeakSet[Layer] = weakref.WeakSet()
+        events = viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            connect_while_alive(event, self.refresh, self)
+        self.refresh()
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping the current choice when it still exists."""
+        current = self.currentText()
+        names = [layer.name for layer in self._viewer.layers if isinstance(layer, self._type)]
+        for layer in self._viewer.layers:
+            if isinstance(layer, self._type) and layer not in self._renamable:
+                connect_while_alive(layer.events.name, self.refresh, self)
+                self._renamable.add(layer)
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if current not in names:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self) -> Layer | None:
+        """The chosen layer, or ``None`` when there is none."""
+        name = self.currentText()
+        if name and name in self._viewer.layers:
+            return self._viewer.layers[name]
+        return None
+
+    def select(self, layer: Layer) -> None:
+        """Choose ``layer``."""
+        self.setCurrentText(layer.name)
+
+
+class PathEdit(QWidget):
+    """A path field with a "..." button that opens a file or folder dialog.
+
+    Parameters
+    ----------
+    folder
+        Whether a folder (rather than a file) is chosen.
+    save
+        Whether the dialog asks for a new file name.
+    """
+
+    def __init__(self, folder: bool, save: bool = True, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._folder = folder
+        self._save = save
+        self.edit = QLineEdit()
+        browse = QPushButton("...")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit)
+        layout.addWidget(browse)
+
+    def text(self) -> str:
+        """The path typed or chosen (stripped; empty when none)."""
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:
+        """Set the path."""
+        self.edit.setText(text)
+
+    def _browse(self) -> None:
+        if self._folder:
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.text())
+        elif self._save:
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.text())
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Open", self.text())
+        if path:
+            self.edit.setText(path)
+
+
+def placement_of(layer: Layer) -> Placement:
+    """Scale and translate of ``layer`` (napari leaves the colour axis out of both)."""
+    return Placement(tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
+
+
+def image_data(layer: Image) -> Any:
+    """The full-resolution data of an image layer, not copied (images are not painted on)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def spatial_shape(layer: Image) -> tuple[int, ...]:
+    """Shape of an image layer without its colour axis."""
+    shape = tuple(image_data(layer).shape)
+    return shape[:-1] if layer.rgb else shape
+
+
+def class_stack_metadata(layer: Layer | None) -> tuple[list[str], np.ndarray] | None:
+    """Class names and per-image class indices of a leaf stack (classifier mode), if any."""
+    if layer is None or not isinstance(layer, Image):
+        return None
+    metadata = layer.metadata
+    if "class_names" not in metadata or "class_indices" not in metadata:
+        return None
+    return list(metadata["class_names"]), np.asarray(metadata["class_indices"], dtype=np.int64)
+
+
+def annotation_class_names(layer: Labels | None) -> list[str]:
+    """Class names stored with an annotation layer (empty when it has none)."""
+    if layer is None:
+        return []
+    return [str(name) for name in layer.metadata.get("class_names", ())]
+
+
+def slice_at(viewer: Any, layer: Layer) -> int:
+    """Index along the first axis of ``layer`` of the slice the viewer shows (unclipped)."""
+    if layer.ndim < 3:
+        return 0
+    world = viewer.dims.point[viewer.dims.ndim - layer.ndim]
+    return round((world - layer.translate[0]) / layer.scale[0])
+
+
+def current_index(viewer: Any, layer: Layer) -> int:
+    """Like :func:`slice_at`, clipped to the slices ``layer`` has."""
+    return int(np.clip(slice_at(viewer, layer), 0, layer.level_shapes[0][0] - 1))
+
+
+def fill_table(
+    table: QTableWidget, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    """Show ``rows`` (dicts) in ``table``: numbers with 3 decimals, missing values as "n/a"."""
+    table.setSortingEnabled(False)
+    table.clear()
+    table.setColumnCount(len(columns))
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setRowCount(len(rows))
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            value = row.get(column)
+            if value is None:
+                text = "n/a" if column not in ("slice", "true") else ""
+            elif isinstance(value, float):
+                text = f"{value:.3f}"
+            else:
+                text = str(value)
+            table.setItem(r, c, QTableWidgetItem(text))
+    table.resizeColumnsToContents()
+
+
+def text_overlay(viewer: Any) -> Any:
+    """The canvas text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    return overlays.text if overlays is not None else viewer.text_overlay
+
+
+def show_canvas_text(viewer: Any, text: str) -> None:
+    """Write ``text`` in the canvas's top-left corner (notifications use the bottom right)."""
+    overlay = text_overlay(viewer)
+    overlay.text = text
+    overlay.position = "top_left"
+    overlay.visible = True
+
+
+def show_layers(viewer: Any, layers: Sequence[LayerData]) -> list[Layer]:
+    """Add result layers, replacing the plugin's earlier result of the same name and role.
+
+    Layers the user made (or the plugin's layers of another role) are never replaced: a new
+    layer with a free name is added next to them instead.
+    """
+    shown = []
+    for data, meta, layer_type in layers:
+        new = Layer.create(data, dict(meta), layer_type)
+        old = viewer.layers[new.name] if new.name in viewer.layers else None  # noqa: SIM401
+        role = new.metadata.get(ROLE_KEY)
+        if old is not None and role is not None and old.metadata.get(ROLE_KEY) == role:
+            index = viewer.layers.index(old)
+            viewer.layers.remove(old)
+            viewer.layers.insert(index, new)
+        else:
+            viewer.add_layer(new)
+        shown.append(new)
+    return shown

@@ -1,0 +1,148 @@
+"""IoU and Dice of a predicted mask against an annotation or ground truth: table + canvas text.
+
+Part of the Predict & inspect widget.  The figures are also stored in the mask layer: per
+class in its ``features`` (one row per label), in full in ``metadata["metrics"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QPushButton,
+    QTableWidget,
+    QVBoxLayout,
+)
+
+from napari_dlbio._layers import PREDICTION, ROLE_KEY, slice_metrics_text
+from napari_dlbio._widgets._common import (
+    LayerCombo,
+    annotation_class_names,
+    connect_while_alive,
+    fill_table,
+    show_canvas_text,
+    slice_at,
+    text_overlay,
+)
+from napari_dlbio._widgets._jobs import Evaluation, Reference, evaluate_job
+from napari_dlbio._widgets._worker import Job
+
+AS_ANNOTATION = "annotation: 0 = not annotated"
+AS_MASK = "mask: 0 = background"
+COLUMNS = ("scope", "slice", "class", "iou", "dice", "pixels")
+
+
+class MetricsPanel(QGroupBox):
+    """Choose a prediction and reference labels, score them, and show the figures.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__("IoU and Dice")
+        self.viewer = viewer
+        self.job: Job | None = None
+        self.mask_layer: Labels | None = None
+        self.prediction_combo = LayerCombo(viewer, Labels)
+        self.reference_combo = LayerCombo(viewer, Labels)
+        self.read_as = QComboBox()
+        self.read_as.addItems([AS_ANNOTATION, AS_MASK])
+        self.evaluate_button = QPushButton("Evaluate")
+        self.on_canvas = QCheckBox("show the current slice's figures on the canvas")
+        self.on_canvas.setChecked(True)
+        self.table = QTableWidget()
+        self.table.setMinimumHeight(160)
+        form = QFormLayout()
+        form.addRow("Prediction", self.prediction_combo)
+        form.addRow("Reference", self.reference_combo)
+        form.addRow("Read as", self.read_as)
+        form.addRow(self.evaluate_button)
+        form.addRow(self.on_canvas)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.table)
+        self.evaluate_button.clicked.connect(self.evaluate)
+        self.on_canvas.toggled.connect(self.update_overlay)
+        self.reference_combo.currentIndexChanged.connect(self._guess_reading)
+        connect_while_alive(viewer.dims.events.current_step, self.update_overlay, self)
+        self._guess_reading()
+
+    def reference(self, slice_index: int | None) -> Reference | None:
+        """A copy of the reference labels (one slice, or all), or None when none is chosen."""
+        layer = self.reference_combo.layer()
+        if layer is None:
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        if slice_index is not None and layer.ndim >= 3:
+            data = data[slice_index : slice_index + 1]
+        return Reference(np.array(data, copy=True), self.read_as.currentText() == AS_ANNOTATION)
+
+    def evaluate(self) -> Job | None:
+        """Score the chosen prediction against the reference in a background job."""
+        mask = self.prediction_combo.layer()
+        if mask is None or mask.metadata.get(ROLE_KEY) != PREDICTION:
+            show_error("Choose a predicted mask (Predict first) as Prediction.")
+            return None
+        offset = mask.metadata.get("slice")
+        reference = self.reference(offset)
+        if reference is None or self.reference_combo.layer() is mask:
+            show_error("Choose the annotation or ground-truth labels as Reference.")
+            return None
+        names = list(mask.metadata.get("class_names", ()))
+        data = np.asarray(mask.data)
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        self.evaluate_button.setEnabled(False)
+        self.job = Job(
+            evaluate_job,
+            data,
+            reference,
+            names,
+            offset or 0,
+            description="Evaluating",
+            on_result=lambda evaluation: self.show(evaluation, mask),
+            on_done=lambda _: self.evaluate_button.setEnabled(True),
+        )
+        return self.job.start()
+
+    def show(self, evaluation: Evaluation, mask: Labels) -> None:
+        """Fill the table, store the figures in the mask layer and draw the current slice's."""
+        fill_table(self.table, evaluation.rows, COLUMNS)
+        mask.features = evaluation.features
+        mask.metadata["metrics"] = evaluation.report
+        mask.metadata["metrics_rows"] = evaluation.rows
+        self.mask_layer = mask
+        self.update_overlay()
+
+    def select_prediction(self, mask: Labels) -> None:
+        """Choose ``mask`` as the prediction to score."""
+        self.prediction_combo.select(mask)
+
+    def update_overlay(self, *_: Any) -> None:
+        """Write the current slice's figures on the canvas (or hide them)."""
+        mask = self.mask_layer
+        if mask is None or mask not in self.viewer.layers or "metrics_rows" not in mask.metadata:
+            return
+        if not self.on_canvas.isChecked():
+            text_overlay(self.viewer).visible = False
+            return
+        z = slice_at(self.viewer, mask) + (mask.metadata.get("slice") or 0)
+        show_canvas_text(self.viewer, slice_metrics_text(mask.metadata["metrics_rows"], z))
+
+    def _guess_reading(self, *_: Any) -> None:
+        layer = self.reference_combo.layer()
+        if layer is not None:
+            is_annotation = bool(annotation_class_names(layer)) and (
+                layer.metadata.get(ROLE_KEY) != PREDICTION
+            )
+            self.read_as.setCurrentText(AS_ANNOTATION if is_annotation else AS_MASK)

@@ -1,0 +1,253 @@
+"""Run a job generator in napari's thread worker and turn its events into UI.
+
+A job is a generator function that takes a ``cancel`` keyword (a
+:class:`~napari_dlbio.core.events.CancelToken`), yields typed events and returns its result.
+:class:`Job` starts it in a background thread, drives a progress bar in the widget and in
+napari's activity dock, and reports failures as napari notifications that say what to do.
+Failures are caught inside the thread and travel as an event, so a job always ends with its
+``finished`` signal and the widget always comes back.  The job itself runs in a thread
+started by Python's ``threading`` (see :func:`_relayed`); napari's worker relays its events.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QProgressBar
+
+from napari_dlbio.core.errors import DlbioError
+from napari_dlbio.core.events import (
+    BatchEnded,
+    CancelToken,
+    EpochEnded,
+    Event,
+    Finished,
+    Notice,
+    RunState,
+    TileDone,
+    TrainingStarted,
+)
+
+_log = logging.getLogger(__name__)
+
+JobFunction = Callable[..., Generator[Event, None, Any]]
+
+
+@dataclass(frozen=True)
+class JobFailed(Event):
+    """The job raised ``error``; it is reported in the GUI thread."""
+
+    error: BaseException
+
+
+def error_message(error: BaseException, what: str) -> str:
+    """A notification text for a failed job: what went wrong and what to do next.
+
+    Parameters
+    ----------
+    error
+        The exception the job raised.
+    what
+        What the job was doing, e.g. ``"Training"``.
+    """
+    if isinstance(error, DlbioError):
+        return f"{what}: {error}"
+    if _is_out_of_memory(error):
+        return (
+            f"{what} ran out of memory. Lower the batch size or the patch / tile size "
+            "(Advanced), predict the current slice instead of the whole stack, or close other "
+            "programs, then try again."
+        )
+    return (
+        f"{what} failed ({type(error).__name__}: {error}). Your layers are unchanged; check "
+        "that the image, annotation and model belong together and try again."
+    )
+
+
+class Job:
+    """One background job of a dock widget.
+
+    Parameters
+    ----------
+    function
+        Generator function called as ``function(*args, cancel=token)`` in the worker thread.
+    args
+        Its positional arguments: configs and numpy arrays, never layers or widgets.
+    description
+        What the job does, shown in napari's activity dock and in error messages.
+    on_event
+        Called in the GUI thread with every event except notices and failures.
+    on_result
+        Called in the GUI thread with the job's return value when it ended normally.
+    on_done
+        Called in the GUI thread last, with the final :class:`RunState`.
+    bar
+        A progress bar of the widget, driven like the activity dock's.
+    """
+
+    def __init__(
+        self,
+        function: JobFunction,
+        *args: Any,
+        description: str,
+        on_event: Callable[[Event], None] | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        on_done: Callable[[RunState], None] | None = None,
+        bar: QProgressBar | None = None,
+    ) -> None:
+        self.cancel_token = CancelToken()
+        self.state = RunState.RUNNING
+        self._ended = False
+        self._description = description
+        self._on_event = on_event
+        self._on_result = on_result
+        self._on_done = on_done
+        self._bar = bar
+        self._progress = progress(total=0, desc=description)
+        if bar is not None:
+            bar.setRange(0, 0)
+        self.worker: GeneratorWorker = create_worker(
+            _relayed,
+            function,
+            args,
+            self.cancel_token,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        self.worker.yielded.connect(self._handle)
+        self.worker.returned.connect(self._returned)
+        self.worker.aborted.connect(self.cancel_token.cancel)
+        self.worker.finished.connect(self._finished)
+
+    def start(self) -> Job:
+        """Start the background thread and return the job."""
+        self.worker.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the job to stop after the current batch or tile; it keeps what it has."""
+        if self.running and self.state is RunState.RUNNING:
+            self.state = RunState.STOPPING
+            self._progress.set_description(f"{self._description} (stopping)")
+        self.cancel_token.cancel()
+
+    @property
+    def running(self) -> bool:
+        """Whether the job's thread has not finished yet (its results may still come)."""
+        return not self._ended
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, JobFailed):
+            self.state = RunState.FAILED
+            if not isinstance(event.error, DlbioError):
+                _log.error("%s failed", self._description, exc_info=event.error)
+            show_error(error_message(event.error, self._description))
+            return
+        if isinstance(event, Notice):
+            show_info(event.text)
+            return
+        if isinstance(event, Finished):
+            self.state = event.state
+        self._advance(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _advance(self, event: Event) -> None:
+        if isinstance(event, TrainingStarted):
+            self._set_progress(0, event.epochs * event.steps_per_epoch)
+        elif isinstance(event, BatchEnded):
+            self._set_progress((event.epoch - 1) * event.steps + event.step, self._progress.total)
+        elif isinstance(event, EpochEnded):
+            self._progress.set_description(
+                f"{self._description}: epoch {event.epoch}/{event.epochs}"
+            )
+        elif isinstance(event, TileDone):
+            self._set_progress(event.index, event.total)
+
+    def _set_progress(self, done: int, total: int) -> None:
+        if self._progress.total != total:
+            self._progress.total = total
+        self._progress.update(done - self._progress.n)
+        if self._bar is not None:
+            self._bar.setRange(0, total)
+            self._bar.setValue(min(done, total))
+
+    def _returned(self, result: Any) -> None:
+        if self.state is RunState.FAILED:
+            return
+        if self.state in (RunState.RUNNING, RunState.STOPPING):
+            self.state = RunState.CANCELLED if self.cancel_token.cancelled else RunState.DONE
+        if self._on_result is not None and result is not None:
+            self._on_result(result)
+
+    def _finished(self) -> None:
+        self._ended = True
+        if self.state in (RunState.RUNNING, RunState.STOPPING):
+            # Aborted from napari's activity dock: the generator never returned.
+            self.state = RunState.CANCELLED
+        self._progress.close()
+        if self._bar is not None:
+            maximum = max(self._bar.maximum(), 1)
+            self._bar.setRange(0, maximum)
+            self._bar.setValue(maximum if self.state is RunState.DONE else self._bar.value())
+        if self._on_done is not None:
+            self._on_done(self.state)
+
+
+@dataclass(frozen=True)
+class _Returned:
+    value: Any
+
+
+def _relayed(
+    function: JobFunction, args: tuple[Any, ...], cancel: CancelToken
+) -> Generator[Event, None, Any]:
+    """Run the job in a fresh Python thread and relay its events from the Qt pool thread.
+
+    TensorFlow's pybind11 bindings crashed (or hung) taking the GIL with a stale thread
+    state when a job ran directly in a Qt pool thread that an earlier job had used; a
+    thread started by ``threading`` has a thread state of its own.  Exceptions become a
+    :class:`JobFailed` event, so the worker always reaches ``finished`` (superqt skips
+    ``finished`` for a RuntimeError).
+    """
+    events: queue.Queue[Event | _Returned] = queue.Queue()
+
+    def run() -> None:
+        try:
+            job = function(*args, cancel=cancel)
+            while True:
+                try:
+                    events.put(next(job))
+                except StopIteration as stop:
+                    events.put(_Returned(stop.value))
+                    return
+        except Exception as error:  # noqa: BLE001  (reported to the user in the GUI thread)
+            events.put(JobFailed(error))
+            events.put(_Returned(None))
+
+    threading.Thread(target=run, name="dlbio-job", daemon=True).start()
+    finished = False
+    try:
+        while not isinstance(item := events.get(), _Returned):
+            yield item
+        finished = True
+        return item.value
+    finally:
+        if not finished:
+            # The worker was aborted from napari's activity dock: stop the job too.
+            cancel.cancel()
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    # TensorFlow's ResourceExhaustedError, recognised without importing TensorFlow here.
+    return any(cls.__name__ == "ResourceExhaustedError" for cls in type(error).__mro__)

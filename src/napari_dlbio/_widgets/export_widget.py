@@ -1,0 +1,184 @@
+"""Export: the mask (TIFF stack or PNG slices), probabilities, the metrics table, the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dlbio._widgets._common import (
+    LayerCombo,
+    PathEdit,
+    connect_while_alive,
+    image_data,
+)
+from napari_dlbio._widgets._jobs import export_image, export_mask, export_metrics, export_model
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets._worker import Job, JobFunction
+from napari_dlbio.core.events import RunState
+
+TIFF, PNGS = "TIFF stack", "PNG slices (a new folder)"
+
+
+class ExportWidget(QWidget):
+    """Write results to new files; nothing existing is ever overwritten.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        self.mask_combo = LayerCombo(napari_viewer, Labels)
+        self.format_combo = QComboBox()
+        self.format_combo.addItems([TIFF, PNGS])
+        self.mask_path = PathEdit(folder=False)
+        self.mask_button = QPushButton("Export mask")
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.image_path = PathEdit(folder=False)
+        self.image_button = QPushButton("Export as TIFF")
+        self.metrics_path = PathEdit(folder=False)
+        self.metrics_button = QPushButton("Export metrics CSV")
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.model_path = PathEdit(folder=True)
+        self.model_button = QPushButton("Save model folder")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.buttons = (self.mask_button, self.image_button, self.metrics_button, self.model_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(
+            _group(
+                "Mask or labels",
+                [
+                    ("Layer", self.mask_combo),
+                    ("Format", self.format_combo),
+                    ("Save as", self.mask_path),
+                ],
+                self.mask_button,
+            )
+        )
+        layout.addWidget(
+            _group(
+                "Probabilities / uncertainty",
+                [("Layer", self.image_combo), ("Save as", self.image_path)],
+                self.image_button,
+            )
+        )
+        layout.addWidget(
+            _group(
+                "IoU / Dice table of the mask above",
+                [("Save as", self.metrics_path)],
+                self.metrics_button,
+            )
+        )
+        layout.addWidget(
+            _group(
+                "Model",
+                [("Current", self.model_label), ("Folder", self.model_path)],
+                self.model_button,
+            )
+        )
+        layout.addWidget(self.status_label)
+        layout.addStretch()
+        self.mask_button.clicked.connect(self.export_mask)
+        self.image_button.clicked.connect(self.export_image)
+        self.metrics_button.clicked.connect(self.export_metrics)
+        self.model_button.clicked.connect(self.export_model)
+        connect_while_alive(self.session.model_changed, self._describe_model, self)
+        self._describe_model()
+
+    def export_mask(self) -> Job | None:
+        """Write the chosen Labels layer through the project's writer."""
+        layer = self.mask_combo.layer()
+        path = self._path(self.mask_path, layer)
+        if layer is None or path is None:
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        meta = {"metadata": dict(layer.metadata)}
+        as_pngs = self.format_combo.currentText() == PNGS
+        # A copy: the user may keep painting on the layer while the file is written.
+        return self._start(export_mask, path, as_pngs, np.array(data, copy=True), meta)
+
+    def export_image(self) -> Job | None:
+        """Write the chosen Image layer (e.g. a probability map) as a float32 TIFF."""
+        layer = self.image_combo.layer()
+        path = self._path(self.image_path, layer)
+        if layer is None or path is None:
+            return None
+        return self._start(export_image, path, image_data(layer))
+
+    def export_metrics(self) -> Job | None:
+        """Write the IoU / Dice table stored in the chosen mask layer as CSV."""
+        layer = self.mask_combo.layer()
+        path = self._path(self.metrics_path, layer)
+        if layer is None or path is None:
+            return None
+        rows = layer.metadata.get("metrics_rows")
+        if not rows:
+            show_error(f"{layer.name} has no metrics yet: evaluate it in Predict & inspect first.")
+            return None
+        return self._start(export_metrics, path, list(rows))
+
+    def export_model(self) -> Job | None:
+        """Save the current model (trained or loaded) as a model folder."""
+        model = self.session.model
+        if model is None:
+            show_error("There is no model to save yet: train one first.")
+            return None
+        path = self._path(self.model_path, model)
+        if path is None:
+            return None
+        return self._start(export_model, path, model)
+
+    def _path(self, edit: PathEdit, subject: object | None) -> Path | None:
+        if subject is None:
+            show_error("Choose what to export first.")
+            return None
+        if not edit.text():
+            show_error("Choose where to save it (type a path or press '...').")
+            return None
+        return Path(edit.text()).expanduser()
+
+    def _start(self, function: JobFunction, *args: Any) -> Job:
+        self.job = Job(function, *args, description="Exporting", on_done=self._on_done)
+        for button in self.buttons:
+            button.setEnabled(False)
+        self.status_label.setText("Writing...")
+        return self.job.start()
+
+    def _on_done(self, state: RunState) -> None:
+        for button in self.buttons:
+            button.setEnabled(True)
+        texts = {RunState.DONE: "Saved.", RunState.FAILED: "Not saved; see the notification."}
+        self.status_label.setText(texts.get(state, state.value))
+
+    def _describe_model(self, *_: Any) -> None:
+        self.model_label.setText(self.session.describe())
+
+
+def _group(title: str, rows: list[tuple[str, QWidget]], button: QPushButton) -> QGroupBox:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for label, widget in rows:
+        form.addRow(label, widget)
+    form.addRow(button)
+    return box

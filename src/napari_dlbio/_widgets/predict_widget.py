@@ -1,0 +1,264 @@
+"""Predict & inspect: masks, probabilities, uncertainty, IoU / Dice, classes and Grad-CAM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dlbio._layers import classification_text
+from napari_dlbio._widgets._common import (
+    LayerCombo,
+    PathEdit,
+    class_stack_metadata,
+    connect_while_alive,
+    current_index,
+    fill_table,
+    image_data,
+    placement_of,
+    show_canvas_text,
+    show_layers,
+    spatial_shape,
+)
+from napari_dlbio._widgets._jobs import (
+    ClassificationOutcome,
+    ModelSource,
+    SegmentationOutcome,
+    explain,
+    predict_classes,
+    predict_segmentation,
+)
+from napari_dlbio._widgets._metrics_panel import MetricsPanel
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets._worker import Job
+from napari_dlbio.core.errors import DlbioError
+from napari_dlbio.core.events import RunState
+
+CURRENT_MODEL, MODEL_FOLDER = "the current model", "a model folder"
+CURRENT_SLICE, WHOLE_STACK = "current slice / image", "whole stack"
+CLASS_COLUMNS = ("image", "predicted", "probability", "true")
+PREDICTIONS_KEY = "dlbio_predictions"
+
+
+class PredictWidget(QWidget):
+    """Predict on the current slice or the whole stack, then inspect the result.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([CURRENT_MODEL, MODEL_FOLDER])
+        self.model_folder = PathEdit(folder=True, save=False)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress_bar = QProgressBar()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.metrics = MetricsPanel(napari_viewer)
+        self.class_table = QTableWidget()
+        self.gradcam_button = QPushButton("Grad-CAM of the current image")
+        self.classes_box = QGroupBox("Classes per image")
+        classes_layout = QVBoxLayout(self.classes_box)
+        classes_layout.addWidget(self.class_table)
+        classes_layout.addWidget(self.gradcam_button)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        self.model_folder_label = QLabel("Model folder")
+        form.addRow(self.model_folder_label, self.model_folder)
+        form.addRow("Current model", self.model_label)
+        form.addRow("Predict on", self.scope_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.metrics)
+        layout.addWidget(self.classes_box)
+        layout.addStretch()
+
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.gradcam_button.clicked.connect(self.grad_cam)
+        self.image_combo.currentIndexChanged.connect(self._update_form)
+        self.model_combo.currentIndexChanged.connect(self._update_form)
+        connect_while_alive(self.session.model_changed, self._update_form, self)
+        connect_while_alive(napari_viewer.dims.events.current_step, self._show_class_text, self)
+        self._set_running(False)
+        self._update_form()
+
+    def predict(self) -> Job | None:
+        """Predict on the chosen image in a background job."""
+        image = self.image_combo.layer()
+        if image is None:
+            show_error("Open an image first.")
+            return None
+        try:
+            source = self._model_source()
+        except DlbioError as error:
+            show_error(f"Cannot predict yet: {error}")
+            return None
+        data = image_data(image)
+        is_stack = len(spatial_shape(image)) == 3
+        index = current_index(self.viewer, image) if is_stack else None
+        if is_stack and self.scope_combo.currentText() == CURRENT_SLICE:
+            data, first = data[index : index + 1], index
+        else:
+            data, first = (data if is_stack else data[np.newaxis]), None
+        classes = class_stack_metadata(image)
+        if classes is not None:
+            function, args = predict_classes, (source, data, first or 0, classes[1])
+            on_result = self._show_classes
+        else:
+            placement = placement_of(image)
+            reference = self.metrics.reference(first)
+            function = predict_segmentation
+            args = (source, data, placement, image.name, first, reference)
+            on_result = self._show_segmentation
+        self.status_label.setText("Predicting...")
+        self.job = Job(
+            function,
+            *args,
+            description="Predicting",
+            on_result=on_result,
+            on_done=self._on_done,
+            bar=self.progress_bar,
+        )
+        self._set_running(True)
+        return self.job.start()
+
+    def grad_cam(self) -> Job | None:
+        """Compute the Grad-CAM heatmap of the image the viewer shows, as an overlay layer."""
+        image = self.image_combo.layer()
+        if image is None or class_stack_metadata(image) is None:
+            show_error("Grad-CAM explains a classifier: choose a leaf stack as Image.")
+            return None
+        try:
+            source = self._model_source()
+        except DlbioError as error:
+            show_error(f"Cannot explain yet: {error}")
+            return None
+        index = current_index(self.viewer, image)
+        picture = np.array(image_data(image)[index])
+        self.job = Job(
+            explain,
+            source,
+            picture,
+            placement_of(image),
+            image.name,
+            index,
+            description="Grad-CAM",
+            on_result=lambda layer: show_layers(self.viewer, [layer]),
+            on_done=self._on_done,
+            bar=self.progress_bar,
+        )
+        self._set_running(True)
+        return self.job.start()
+
+    def cancel(self) -> None:
+        """Stop the prediction after the current tile; the layers stay as they were."""
+        if self.job is not None and self.job.running:
+            self.job.stop()
+            self.cancel_button.setEnabled(False)
+
+    def _model_source(self) -> ModelSource:
+        if self.model_combo.currentText() == MODEL_FOLDER:
+            if not self.model_folder.text():
+                raise DlbioError("choose a model folder.")
+            return ModelSource(folder=Path(self.model_folder.text()))
+        if self.session.model is None:
+            raise DlbioError("there is no current model; train one or choose a model folder.")
+        return ModelSource(model=self.session.model)
+
+    def _show_segmentation(self, outcome: SegmentationOutcome) -> None:
+        self._keep_model(outcome.model)
+        mask, *_ = show_layers(self.viewer, outcome.layers)
+        self.metrics.select_prediction(mask)
+        if outcome.evaluation is not None:
+            self.metrics.show(outcome.evaluation, mask)
+        self.status_label.setText(f"Done: {mask.name} and its probabilities were added.")
+
+    def _show_classes(self, outcome: ClassificationOutcome) -> None:
+        self._keep_model(outcome.model)
+        image = self.image_combo.layer()
+        if image is None:
+            return
+        previous = image.metadata.get(PREDICTIONS_KEY, [])
+        predicted = {row["image"] for row in outcome.rows}
+        rows = [row for row in previous if row["image"] not in predicted] + outcome.rows
+        rows.sort(key=lambda row: row["image"])
+        image.metadata[PREDICTIONS_KEY] = rows
+        fill_table(self.class_table, rows, CLASS_COLUMNS)
+        known = [row for row in rows if row["true"] is not None]
+        if known:
+            right = sum(row["true"] == row["predicted"] for row in known)
+            self.status_label.setText(
+                f"Accuracy on {len(known)} image(s): {right / len(known):.2f}"
+            )
+        self._show_class_text()
+
+    def _show_class_text(self, *_: Any) -> None:
+        image = self.image_combo.layer()
+        if image is None or PREDICTIONS_KEY not in image.metadata:
+            return
+        text = classification_text(
+            image.metadata[PREDICTIONS_KEY], current_index(self.viewer, image)
+        )
+        show_canvas_text(self.viewer, text)
+
+    def _keep_model(self, model: Any) -> None:
+        if model is not self.session.model:
+            self.session.set_model(model)
+
+    def _on_done(self, state: RunState) -> None:
+        self._set_running(False)
+        if state is RunState.CANCELLED:
+            self.status_label.setText("Cancelled; no layer was changed.")
+        elif state is RunState.FAILED:
+            self.status_label.setText("Failed; see the notification. No layer was changed.")
+
+    def _set_running(self, running: bool) -> None:
+        self.predict_button.setEnabled(not running)
+        self.gradcam_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _update_form(self, *_: Any) -> None:
+        from_folder = self.model_combo.currentText() == MODEL_FOLDER
+        self.model_folder.setVisible(from_folder)
+        self.model_folder_label.setVisible(from_folder)
+        self.model_label.setText(self.session.describe())
+        classifier = class_stack_metadata(self.image_combo.layer()) is not None
+        self.metrics.setVisible(not classifier)
+        self.classes_box.setVisible(classifier)

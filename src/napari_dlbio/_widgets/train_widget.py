@@ -1,0 +1,286 @@
+"""Train: a new U-Net or classifier, or fine-tune the current / a saved model, in a thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dlbio._widgets._common import (
+    LayerCombo,
+    PathEdit,
+    annotation_class_names,
+    class_stack_metadata,
+    connect_while_alive,
+    image_data,
+    spatial_shape,
+)
+from napari_dlbio._widgets._config_form import ConfigForm, Setting
+from napari_dlbio._widgets._jobs import ModelSource, TrainOutcome, TrainRequest, train
+from napari_dlbio._widgets._plot import LossPlot
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets._worker import Job
+from napari_dlbio.core.classifier_config import ClassifierConfig
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import DlbioError
+from napari_dlbio.core.events import EpochEnded, Event, RunState, TrainingStarted
+from napari_dlbio.core.labels import check_annotation
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+
+NEW, CURRENT, FOLDER = "a new network", "the current model", "a model folder"
+_AUGMENT = ("augment_flips", "augment_rotations", "augment_elastic", "augment_intensity")
+
+SEGMENTATION_SETTINGS = (
+    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
+    Setting(("batch_size",), "batch size (patches)", maximum=1024),
+    Setting(("epochs",), "epochs"),
+    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
+    Setting(("network.depth",), "U-Net depth", training=False, maximum=8),
+    Setting(("network.base_filters",), "base filters", training=False, maximum=512),
+    Setting(_AUGMENT, "augmentation"),
+    Setting(("patch_size",), "patch size", advanced=True, maximum=2048),
+    Setting(("steps_per_epoch",), "steps per epoch", advanced=True),
+    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.5),
+    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
+    Setting(("loss",), "loss", advanced=True),
+    Setting(("class_weights",), "weight classes by area", advanced=True),
+    Setting(("network.batch_norm",), "batch norm", advanced=True, training=False),
+    Setting(("network.dropout",), "dropout", advanced=True, training=False, maximum=0.95),
+    Setting(("tile_size",), "prediction tile size", advanced=True, training=False, maximum=8192),
+    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
+)
+CLASSIFIER_SETTINGS = (
+    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
+    Setting(("batch_size",), "batch size", maximum=4096),
+    Setting(("epochs",), "epochs"),
+    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
+    Setting(("backbone",), "network", training=False),
+    Setting(("input_size",), "input size (px)", training=False, maximum=1024),
+    Setting(("augmentation",), "augmentation"),
+    Setting(("filters",), "first filters (small CNN)", advanced=True, training=False),
+    Setting(("blocks",), "blocks (small CNN)", advanced=True, training=False, maximum=7),
+    Setting(("dropout",), "dropout", advanced=True, training=False, maximum=0.95),
+    Setting(("fine_tune_epochs",), "backbone fine-tune epochs", advanced=True),
+    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.95),
+    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
+    Setting(("class_weights",), "weight classes by frequency", advanced=True),
+    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
+)
+
+
+class TrainWidget(QWidget):
+    """Train or fine-tune from the layers directly, watching loss and score live.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        self.outcome: TrainOutcome | None = None
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.annotation_combo = LayerCombo(napari_viewer, Labels)
+        self.task_label = QLabel()
+        self.start_combo = QComboBox()
+        self.start_combo.addItems([NEW, CURRENT, FOLDER])
+        self.start_folder = PathEdit(folder=True, save=False)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.segmentation_form = ConfigForm(SegmentationConfig(), SEGMENTATION_SETTINGS)
+        self.classifier_form = ConfigForm(ClassifierConfig(), CLASSIFIER_SETTINGS)
+        self.save_to = PathEdit(folder=True)
+        self.save_to.edit.setPlaceholderText("optional: folder for the trained model")
+        self.train_button = QPushButton("Train")
+        self.stop_button = QPushButton("Stop")
+        self.progress_bar = QProgressBar()
+        self.device_label = QLabel("Device: (shown when training starts)")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.plot = LossPlot()
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Annotation", self.annotation_combo)
+        form.addRow(self.task_label)
+        form.addRow("Start from", self.start_combo)
+        self.start_folder_label = QLabel("Model folder")
+        form.addRow(self.start_folder_label, self.start_folder)
+        form.addRow("Current model", self.model_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.segmentation_form)
+        layout.addWidget(self.classifier_form)
+        save = QFormLayout()
+        save.addRow("Save model to", self.save_to)
+        layout.addLayout(save)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.device_label)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.plot)
+        layout.addStretch()
+
+        self.train_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.image_combo.currentIndexChanged.connect(self._update_form)
+        self.start_combo.currentIndexChanged.connect(self._update_form)
+        connect_while_alive(self.session.model_changed, self._update_form, self)
+        self._set_running(False)
+        self._update_form()
+
+    @property
+    def task(self) -> Task:
+        """Classification for a leaf stack with class metadata, segmentation otherwise."""
+        if class_stack_metadata(self.image_combo.layer()) is not None:
+            return Task.CLASSIFICATION
+        return Task.SEGMENTATION
+
+    @property
+    def form(self) -> ConfigForm:
+        """The settings form of the current task."""
+        if self.task is Task.CLASSIFICATION:
+            return self.classifier_form
+        return self.segmentation_form
+
+    def start(self) -> Job | None:
+        """Copy the data out of the layers, build the config and start training."""
+        try:
+            request = self._request()
+        except DlbioError as error:
+            show_error(f"Cannot train yet: {error}")
+            return None
+        self.outcome = None
+        self.plot.clear("val accuracy" if request.task is Task.CLASSIFICATION else "val IoU")
+        self.status_label.setText("Preparing data and the network...")
+        self.job = Job(
+            train,
+            request,
+            description="Training",
+            on_event=self._on_event,
+            on_result=self._on_result,
+            on_done=self._on_done,
+            bar=self.progress_bar,
+        )
+        self._set_running(True)
+        return self.job.start()
+
+    def stop(self) -> None:
+        """Stop after the current batch; the best weights so far are kept."""
+        if self.job is not None and self.job.running:
+            self.job.stop()
+            self.stop_button.setEnabled(False)
+            self.status_label.setText("Stopping after this batch; keeping the best weights...")
+
+    def _request(self) -> TrainRequest:
+        image = self.image_combo.layer()
+        if image is None:
+            raise DlbioError("open an image (or a sample) first.")
+        channels = 3 if image.rgb else 1
+        classes = class_stack_metadata(image)
+        if classes is not None:
+            names, targets = classes
+            fixed: dict[str, Any] = {"class_names": tuple(names), "input_channels": channels}
+        else:
+            annotation = self.annotation_combo.layer()
+            if annotation is None:
+                raise DlbioError("create an annotation layer (Data & annotation) and paint on it.")
+            # A snapshot: the user may keep painting while the network trains.
+            targets = np.array(annotation.data, dtype=np.uint8, copy=True)
+            names = annotation_class_names(annotation) or _default_names(targets)
+            check_annotation(targets, len(names), spatial_shape(image) + (channels,) * image.rgb)
+            fixed = {"class_names": tuple(names), "input_channels": channels}
+        return TrainRequest(
+            task=self.task,
+            images=image_data(image),
+            targets=targets,
+            config=self.form.config(**fixed),
+            training=self.form.values(training_only=True),
+            start=self._model_source(),
+            save_to=Path(self.save_to.text()) if self.save_to.text() else None,
+        )
+
+    def _model_source(self) -> ModelSource:
+        start = self.start_combo.currentText()
+        if start == CURRENT:
+            if self.session.model is None:
+                raise DlbioError("there is no current model; train one or choose a model folder.")
+            return ModelSource(model=self.session.model)
+        if start == FOLDER:
+            if not self.start_folder.text():
+                raise DlbioError("choose the model folder to fine-tune.")
+            return ModelSource(folder=Path(self.start_folder.text()))
+        return ModelSource()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TrainingStarted):
+            self.device_label.setText(f"Device: {event.device}")
+            self.status_label.setText(f"Training {event.epochs} epochs...")
+        elif isinstance(event, EpochEnded):
+            self.plot.add_epoch(event.loss, event.metrics)
+            figures = ", ".join(f"{k} {v:.3f}" for k, v in sorted(event.metrics.items()))
+            self.status_label.setText(
+                f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}, {figures}"
+            )
+
+    def _on_result(self, outcome: TrainOutcome) -> None:
+        self.outcome = outcome
+        self.session.set_model(outcome.model)
+        best = outcome.fit.best_epoch
+        where = f", saved to {outcome.saved}" if outcome.saved else " (in memory; Export saves it)"
+        self.status_label.setText(
+            f"{outcome.fit.state.value.capitalize()} after {outcome.fit.seconds:.0f} s; "
+            f"best epoch {best}{where}."
+        )
+
+    def _on_done(self, state: RunState) -> None:
+        self._set_running(False)
+        if state is RunState.FAILED:
+            self.status_label.setText("Training failed; see the notification. Nothing changed.")
+        elif state is RunState.CANCELLED and self.outcome is None:
+            self.status_label.setText("Stopped. Ready to train again.")
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        for widget in (self.image_combo, self.annotation_combo, self.start_combo, self.form):
+            widget.setEnabled(not running)
+
+    def _update_form(self, *_: Any) -> None:
+        classifier = self.task is Task.CLASSIFICATION
+        self.task_label.setText(
+            "Task: classify the leaf stack's images" if classifier else "Task: segmentation"
+        )
+        self.annotation_combo.setEnabled(not classifier)
+        self.segmentation_form.setVisible(not classifier)
+        self.classifier_form.setVisible(classifier)
+        start = self.start_combo.currentText()
+        self.start_folder.setVisible(start == FOLDER)
+        self.start_folder_label.setVisible(start == FOLDER)
+        self.form.set_architecture_enabled(start == NEW)
+        self.model_label.setText(self.session.describe())
+
+
+def _default_names(annotation: np.ndarray) -> list[str]:
+    classes = max(int(annotation.max()), 2)
+    return ["background", *(f"class {k}" for k in range(1, classes))]

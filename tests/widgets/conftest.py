@@ -1,0 +1,81 @@
+"""Fixtures of the widget tests: a viewer with the sample data, notifications recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from napari.layers import Layer
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_dlbio._sample_data import make_isbi_sample, make_leaf_sample
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer(make_napari_viewer: Callable[..., Any]) -> Any:
+    """A napari viewer (closed by napari's fixture at the end)."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def isbi(viewer: Any) -> tuple[Layer, Layer]:
+    """The ISBI sample in the viewer: (image, membrane annotations)."""
+    image, labels = (viewer.add_layer(Layer.create(*data)) for data in make_isbi_sample())
+    return image, labels
+
+
+@pytest.fixture
+def leaves(viewer: Any) -> Layer:
+    """The PlantVillage sample stack in the viewer."""
+    (data,) = make_leaf_sample()
+    return viewer.add_layer(Layer.create(*data))
+
+
+@pytest.fixture
+def shown_errors() -> Callable[[], list[str]]:
+    """A function giving the texts of the error notifications shown since the test began."""
+    start = len(notification_manager.records)
+
+    def texts() -> list[str]:
+        return [
+            str(record.message)
+            for record in notification_manager.records[start:]
+            if record.severity == NotificationSeverity.ERROR
+        ]
+
+    return texts
+
+
+@pytest.fixture
+def finish(qtbot: Any) -> Callable[..., None]:
+    """Wait until a widget's job has finished (its worker's ``finished`` was handled)."""
+
+    def wait(widget: Any, timeout_s: float = 150.0) -> None:
+        qtbot.waitUntil(
+            lambda: widget.job is not None and not widget.job.running,
+            timeout=int(timeout_s * 1000),
+        )
+
+    return wait
+
+
+@pytest.fixture(scope="session")
+def tiny_unet() -> Any:
+    """A tiny U-Net trained for a few steps on the ISBI sample, through the engine directly."""
+    from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
+    from napari_dlbio.models.segmentation import train_segmentation
+
+    (image, _, _), (annotation, _, _) = make_isbi_sample()
+    config = SegmentationConfig(
+        network=UNetConfig(depth=2, base_filters=4),
+        patch_size=32,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+        tile_size=128,
+        tile_overlap=16,
+    )
+    return train_segmentation(image, annotation, config).model

@@ -1,0 +1,115 @@
+"""The worker glue: events drive the progress, failures become notifications, Stop works."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from qtpy.QtWidgets import QProgressBar
+
+from napari_dlbio._widgets._worker import Job, error_message
+from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.events import BatchEnded, EpochEnded, Finished, RunState, TrainingStarted
+
+pytestmark = pytest.mark.gui
+
+
+def _fake_training(steps: int, *, cancel):
+    yield TrainingStarted(epochs=1, steps_per_epoch=steps, device="CPU (test)")
+    for step in range(1, steps + 1):
+        yield BatchEnded(1, step, steps, loss=1.0 / step)
+        if cancel.cancelled:
+            break
+    yield EpochEnded(1, 1, loss=0.5, metrics={"val_loss": 0.6})
+    state = RunState.CANCELLED if cancel.cancelled else RunState.DONE
+    yield Finished(state)
+    return f"model after {step} steps"
+
+
+def _waiting_training(started: threading.Event, *, cancel):
+    yield TrainingStarted(epochs=1, steps_per_epoch=1000, device="CPU (test)")
+    started.set()
+    step = 0
+    while not cancel.cancelled and step < 1000:
+        step += 1
+        time.sleep(0.01)
+        yield BatchEnded(1, step, 1000, loss=1.0)
+    yield Finished(RunState.CANCELLED if cancel.cancelled else RunState.DONE)
+    return step
+
+
+def _failing(error: Exception, *, cancel):
+    yield TrainingStarted(epochs=1, steps_per_epoch=1, device="CPU (test)")
+    raise error
+
+
+def _run(qtbot, job: Job) -> Job:
+    with qtbot.waitSignal(job.worker.finished, timeout=10_000):
+        job.start()
+    return job
+
+
+def test_events_drive_progress_and_the_result_arrives(qtbot) -> None:
+    bar = QProgressBar()
+    seen, results, states = [], [], []
+    job = Job(
+        _fake_training,
+        4,
+        description="Training",
+        on_event=seen.append,
+        on_result=results.append,
+        on_done=states.append,
+        bar=bar,
+    )
+    _run(qtbot, job)
+    assert results == ["model after 4 steps"]
+    assert states == [RunState.DONE]
+    assert (bar.maximum(), bar.value()) == (4, 4)
+    assert [type(e).__name__ for e in seen][:2] == ["TrainingStarted", "BatchEnded"]
+    assert not job.running
+
+
+def test_stop_ends_the_job_with_its_result_and_cancelled_state(qtbot) -> None:
+    started = threading.Event()
+    results, states = [], []
+    job = Job(
+        _waiting_training,
+        started,
+        description="Training",
+        on_result=results.append,
+        on_done=states.append,
+    )
+    with qtbot.waitSignal(job.worker.finished, timeout=10_000):
+        job.start()
+        qtbot.waitUntil(started.is_set, timeout=5_000)
+        job.stop()
+    assert states == [RunState.CANCELLED]
+    assert len(results) == 1
+    assert results[0] < 1000
+
+
+@pytest.mark.parametrize("error", [InputDataError("bad stack"), RuntimeError("boom")])
+def test_a_failure_is_a_notification_and_the_job_still_finishes(qtbot, error, shown_errors) -> None:
+    states, results = [], []
+    job = Job(
+        _failing,
+        error,
+        description="Training",
+        on_result=results.append,
+        on_done=states.append,
+    )
+    _run(qtbot, job)
+    assert states == [RunState.FAILED]
+    assert results == []
+    assert any(str(error) in text for text in shown_errors())
+
+
+def test_out_of_memory_says_what_to_do() -> None:
+    class ResourceExhaustedError(Exception):
+        pass
+
+    text = error_message(ResourceExhaustedError("OOM when allocating"), "Training")
+    assert "ran out of memory" in text
+    assert "batch size" in text
+    assert error_message(InputDataError("no slices"), "Predicting") == "Predicting: no slices"
