@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_dlbio.cli._progress import ProgressPrinter
-from napari_dlbio.cli.segmentation import _cancel_on_interrupt
+from napari_dlbio.cli._signals import cancel_on_interrupt
 from napari_dlbio.core.class_dataset import (
     ClassDataset,
     load_class_folder,
@@ -55,7 +55,7 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     checkpoints = out.parent / f".{out.name}.checkpoints"
     cancel = CancelToken()
-    with _cancel_on_interrupt(cancel):
+    with cancel_on_interrupt(cancel):
         result = run_to_end(
             iter_train_classifier(
                 images,
@@ -105,7 +105,7 @@ def predict(args: argparse.Namespace) -> int:
     if not paths:
         raise InputDataError("None of the given files could be read as an image.")
     cancel = CancelToken()
-    with _cancel_on_interrupt(cancel):
+    with cancel_on_interrupt(cancel):
         prediction = run_to_end(iter_predict_classifier(model, images, cancel=cancel), printer)
     if prediction is None:
         sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")

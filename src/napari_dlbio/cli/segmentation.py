@@ -7,20 +7,18 @@ notices go to standard error so scripts can parse standard output.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_dlbio.cli._progress import ProgressPrinter
+from napari_dlbio.cli._signals import cancel_on_interrupt
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import ConfigError, InputDataError
 from napari_dlbio.core.events import CancelToken, RunState, run_to_end
@@ -46,7 +44,7 @@ def train(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
     checkpoints = out.parent / f".{out.name}.checkpoints"
-    with _cancel_on_interrupt(cancel):
+    with cancel_on_interrupt(cancel):
         result = run_to_end(
             iter_train_segmentation(
                 images,
@@ -86,7 +84,7 @@ def predict(args: argparse.Namespace) -> int:
     model = load_model_folder(args.model, Task.SEGMENTATION)
     images = _read_images(args.images)
     cancel = CancelToken()
-    with _cancel_on_interrupt(cancel):
+    with cancel_on_interrupt(cancel):
         prediction = run_to_end(
             iter_predict_segmentation(model, images, cancel=cancel),
             ProgressPrinter(sys.stderr, quiet=args.quiet),
@@ -230,24 +228,3 @@ def _report_table(report: dict[str, Any]) -> str:
 
 def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-@contextlib.contextmanager
-def _cancel_on_interrupt(cancel: CancelToken) -> Iterator[None]:
-    """Ctrl+C stops after the current batch (a second Ctrl+C aborts at once)."""
-
-    def stop(signum: int, frame: Any) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        sys.stderr.write("\nStopping after the current batch (Ctrl+C again to abort)...\n")
-        cancel.cancel()
-
-    try:
-        previous = signal.signal(signal.SIGINT, stop)
-    except ValueError:  # not the main thread: leave Ctrl+C alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

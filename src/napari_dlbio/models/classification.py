@@ -10,7 +10,6 @@ frozen, then everything at a tenth of the learning rate.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ from napari_dlbio.models._tf import load_keras, load_tensorflow
 from napari_dlbio.models.classifier import build_classifier, set_backbone_trainable
 from napari_dlbio.models.distribute import choose_strategy
 from napari_dlbio.models.store import ModelFolder
-from napari_dlbio.models.training import FitResult, iter_fit
+from napari_dlbio.models.training import CosineDecay, FitResult, iter_fit
 
 tf = load_tensorflow()
 keras = load_keras()
@@ -430,34 +429,6 @@ def _compile(model: Any, strategy: Any, learning_rate: float) -> None:
         )
 
 
-class _CosineSchedule(keras.callbacks.Callback):
-    """Cosine decay of the learning rate over the epochs or the time budget, whichever
-    ends first: small data sets give a noisy validation accuracy until the rate is low,
-    and a budgeted run should reach that low rate just before it stops."""
-
-    def __init__(self, learning_rate: float, epochs: int, steps: int, budget: float | None):
-        super().__init__()
-        self._start_rate = learning_rate
-        self._steps = epochs * steps
-        self._budget = budget
-        self._step = 0
-        self._started = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-        self._step = 0
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        progress = self._step / self._steps
-        if self._budget is not None:
-            progress = max(progress, (time.perf_counter() - self._started) / self._budget)
-        factor = MIN_RATE_FACTOR + (1 - MIN_RATE_FACTOR) * 0.5 * (
-            1 + math.cos(math.pi * min(progress, 1.0))
-        )
-        self.model.optimizer.learning_rate.assign(self._start_rate * factor)
-        self._step += 1
-
-
 def _training_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -535,7 +506,9 @@ def _phase(
 ) -> Generator[Event, None, FitResult]:
     """Compile with a fresh optimiser and train for ``epochs`` or ``budget`` seconds."""
     _compile(model, strategy, learning_rate)
-    schedule = _CosineSchedule(learning_rate, epochs, fit_options["steps_per_epoch"], budget)
+    schedule = CosineDecay(
+        learning_rate, epochs * fit_options["steps_per_epoch"], budget, final_factor=MIN_RATE_FACTOR
+    )
     job = iter_fit(
         model,
         train_data,

@@ -10,8 +10,6 @@ work and tile borders leave no trace.
 
 from __future__ import annotations
 
-import math
-import time
 import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -48,7 +46,7 @@ from napari_dlbio.models.segmentation_data import (
     validation_dataset,
 )
 from napari_dlbio.models.store import ModelFolder
-from napari_dlbio.models.training import FitResult, iter_fit
+from napari_dlbio.models.training import CosineDecay, FitResult, iter_fit
 from napari_dlbio.models.unet import build_unet
 
 tf = load_tensorflow()
@@ -178,7 +176,7 @@ def iter_train_segmentation(
         time_budget_s=config.time_budget_s,
         patience=config.early_stopping_patience,
         checkpoint_dir=checkpoint_dir,
-        extra_callbacks=[_CosineDecay(config)] if config.learning_rate_decay else [],
+        extra_callbacks=[_learning_rate_schedule(config)] if config.learning_rate_decay else [],
     )
     finished: Finished | None = None
     try:
@@ -215,32 +213,14 @@ FINAL_RATE_FACTOR = 0.05
 WARMUP_STEPS = 20
 
 
-class _CosineDecay(keras.callbacks.Callback):
-    """Short linear warm-up, then cosine decay of the learning rate over the planned steps
-    or the time budget, whichever ends first, so a budgeted run reaches its low rate just
-    before it stops."""
-
-    def __init__(self, config: SegmentationConfig) -> None:
-        super().__init__()
-        self._start_rate = config.learning_rate
-        self._steps = config.epochs * config.steps_per_epoch
-        self._budget = config.time_budget_s
-        self._step = 0
-        self._started = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-        self._step = 0
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        progress = self._step / self._steps
-        if self._budget is not None:
-            progress = max(progress, (time.perf_counter() - self._started) / self._budget)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        factor = FINAL_RATE_FACTOR + (1.0 - FINAL_RATE_FACTOR) * cosine
-        factor *= min(1.0, (self._step + 1) / WARMUP_STEPS)
-        self.model.optimizer.learning_rate.assign(self._start_rate * factor)
-        self._step += 1
+def _learning_rate_schedule(config: SegmentationConfig) -> CosineDecay:
+    return CosineDecay(
+        config.learning_rate,
+        config.epochs * config.steps_per_epoch,
+        config.time_budget_s,
+        final_factor=FINAL_RATE_FACTOR,
+        warmup_steps=WARMUP_STEPS,
+    )
 
 
 def train_segmentation(

@@ -209,6 +209,60 @@ class _BestWeights(keras.callbacks.Callback):
             self.model.set_weights(self._weights)
 
 
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine decay of the learning rate over the planned steps or the time budget,
+    whichever ends first, after an optional linear warm-up.
+
+    A budgeted run reaches its low rate just before it stops, which steadies the weights
+    that are kept; the warm-up tames the large first gradients of a fresh batch-norm net.
+
+    Parameters
+    ----------
+    learning_rate
+        The rate after warm-up.
+    total_steps
+        Planned optimisation steps (epochs x steps per epoch).
+    time_budget_s
+        If given, decay also follows the share of this budget already spent.
+    final_factor
+        The rate ends at ``final_factor * learning_rate``.
+    warmup_steps
+        Steps over which the rate rises linearly from ``learning_rate / warmup_steps``.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float,
+        total_steps: int,
+        time_budget_s: float | None = None,
+        *,
+        final_factor: float = 0.05,
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self._start_rate = learning_rate
+        self._steps = max(1, total_steps)
+        self._budget = time_budget_s
+        self._final = final_factor
+        self._warmup = max(1, warmup_steps)
+        self._step = 0
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+        self._step = 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        progress = self._step / self._steps
+        if self._budget is not None:
+            progress = max(progress, (time.perf_counter() - self._started) / self._budget)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        factor = self._final + (1.0 - self._final) * cosine
+        factor *= min(1.0, (self._step + 1) / self._warmup)
+        self.model.optimizer.learning_rate.assign(self._start_rate * factor)
+        self._step += 1
+
+
 def _checkpoints(folder: Path, monitor: str) -> list[Any]:
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = keras.callbacks.ModelCheckpoint
