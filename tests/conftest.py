@@ -34,3 +34,22 @@ def structures_dir() -> Path:
 def plantvillage_dir() -> Path:
     """``shared/data/plantvillage``: 15 class folders of 60 leaf photos."""
     return _require("plantvillage")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that opens a napari viewer as ``gui``.
+
+    TensorFlow's bundled LLVM and Mesa's LLVM cannot share a process in every order: the
+    plugin handles napari-first (the order users meet, see models/_tf.py), but a test
+    process that loaded TensorFlow first and then draws a viewer can crash.  All such tests
+    live in tests/widgets, which scripts/run-tests.sh runs as a process of its own; this
+    marker lets a developer select them (``-m gui``) and the check below keeps them there.
+    """
+    for item in items:
+        if "make_napari_viewer" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gui)
+        if item.get_closest_marker("gui") and "widgets" not in item.path.parts:
+            raise pytest.UsageError(
+                f"{item.nodeid} opens a napari viewer: move it under tests/widgets, which runs "
+                "in its own process (TensorFlow must not be loaded before the viewer)."
+            )

@@ -169,16 +169,3 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, make, expected: str) -> N
     assert reader is not None
     with pytest.raises(InputDataError, match=expected):
         reader(str(path))
-
-
-@pytest.mark.gui
-def test_viewer_opens_data_and_survives_bad_input(make_napari_viewer, tmp_path: Path) -> None:
-    viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "isbi2012")
-    assert [layer.name for layer in viewer.layers] == ["ISBI 2012 EM", "membrane annotations"]
-    assert type(viewer.layers[1]).__name__ == "Labels"
-
-    broken = _corrupt_tiff(tmp_path)
-    with pytest.raises(InputDataError, match=r"broken stack\.tif.*damaged.*no image pages"):
-        viewer.open(str(broken), plugin=PLUGIN)
-    assert len(viewer.layers) == 2

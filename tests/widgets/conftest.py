@@ -11,8 +11,6 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 
 from napari_dlbio._sample_data import make_isbi_sample, make_leaf_sample
 
-pytestmark = pytest.mark.gui
-
 
 @pytest.fixture
 def viewer(make_napari_viewer: Callable[..., Any]) -> Any:
