@@ -16,7 +16,9 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-WIDGETS = ("Data & annotation", "Train", "Predict & inspect", "Export")
+# The same widgets, in the same order, as the README's GUI command docks.
+from napari_dlbio.demo import WIDGETS
+
 TINY = {"network.depth": 2, "network.base_filters": 4, "patch_size": 32, "batch_size": 2}
 
 
