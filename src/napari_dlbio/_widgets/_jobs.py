@@ -19,7 +19,6 @@ from napari_dlbio._layers import (
     Placement,
     classification_rows,
     gradcam_layer,
-    metrics_csv,
     metrics_features,
     metrics_rows,
     prediction_layers,
@@ -297,48 +296,6 @@ def explain(
     return gradcam_layer(heatmap, placement, image_name, index)
 
 
-def export_mask(
-    path: Path, as_pngs: bool, data: np.ndarray, meta: dict, *, cancel: CancelToken
-) -> Job:
-    """Write a mask through the project's writer (TIFF stack or PNG slices)."""
-    from napari_dlbio._writer import write_labels_as_pngs, write_labels_as_tiff
-
-    writer = write_labels_as_pngs if as_pngs else write_labels_as_tiff
-    written = writer(str(path), data, meta)
-    yield Notice(f"Saved the mask: {len(written)} file(s) under {Path(written[0]).parent}.")
-    return written
-
-
-def export_image(path: Path, data: np.ndarray, *, cancel: CancelToken) -> Job:
-    """Write a float image (probabilities, uncertainty) as a new TIFF file."""
-    import tifffile
-
-    _refuse_existing(path)
-    tifffile.imwrite(path, np.asarray(data, dtype=np.float32), compression="zlib")
-    yield Notice(f"Saved {path}.")
-    return [str(path)]
-
-
-def export_metrics(path: Path, rows: list[dict[str, Any]], *, cancel: CancelToken) -> Job:
-    """Write metric rows as a new CSV file."""
-    _refuse_existing(path)
-    path.write_text(metrics_csv(rows), encoding="utf-8")
-    yield Notice(f"Saved {path}.")
-    return [str(path)]
-
-
-def export_model(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
-    """Write the current model as a model folder."""
-    from napari_dlbio.models.store import save_model_folder
-
-    saved = save_model_folder(
-        path, model.model, model.task, model.config, model.history, model.metrics
-    )
-    model.path = saved
-    yield Notice(f"Saved the model folder {saved}.")
-    return [str(saved)]
-
-
 def apply_changes(config: JsonConfig, values: Mapping[str, Any]) -> JsonConfig:
     """``config`` with dotted-key ``values`` replaced, nested configs included (validated).
 
@@ -356,10 +313,3 @@ def apply_changes(config: JsonConfig, values: Mapping[str, Any]) -> JsonConfig:
     for head, changes in nested.items():
         top[head] = apply_changes(getattr(config, head), changes)
     return config.replace(**top)
-
-
-def _refuse_existing(path: Path) -> None:
-    if path.exists():
-        raise InputDataError(
-            f"{path} already exists; napari-dlbio does not overwrite files. Choose a new name."
-        )

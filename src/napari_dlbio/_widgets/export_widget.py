@@ -24,7 +24,12 @@ from napari_dlbio._widgets._common import (
     connect_while_alive,
     image_data,
 )
-from napari_dlbio._widgets._jobs import export_image, export_mask, export_metrics, export_model
+from napari_dlbio._widgets._export_jobs import (
+    export_image,
+    export_mask,
+    export_metrics,
+    export_model,
+)
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets._worker import Job, JobFunction
 from napari_dlbio.core.events import RunState
