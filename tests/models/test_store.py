@@ -86,7 +86,7 @@ def _edit_config(folder, **changes):
     [
         ({"schema_version": 99}, "newer napari-dlbio"),
         ({"config_extra": {"tile_szie": 64}}, "Unknown SegmentationConfig setting.*tile_szie"),
-        ({"config_extra": {"patch_size": 33}}, "multiple of 4"),
+        ({"config_extra": {"patch_size": 33}}, "multiple of 8"),
     ],
 )
 def test_edited_or_foreign_folders_are_refused(tmp_path, trained, edit, words):

@@ -7,6 +7,7 @@ import pytest
 
 from napari_dlbio.core.errors import ConfigError
 from napari_dlbio.core.segmentation_config import LossKind, SegmentationConfig, UNetConfig
+from napari_dlbio.models._tf import load_keras
 from napari_dlbio.models.unet import build_unet, output_channels
 
 TINY = UNetConfig(depth=2, base_filters=4)
@@ -14,7 +15,8 @@ TINY = UNetConfig(depth=2, base_filters=4)
 
 def test_two_classes_give_one_sigmoid_channel_for_any_divisible_size():
     model = build_unet(TINY, input_channels=1, n_classes=2)
-    for shape in ((1, 32, 48, 1), (2, 20, 4, 1)):
+    assert TINY.size_multiple == 8  # a 2 x 2 stem, then 2 poolings
+    for shape in ((1, 32, 48, 1), (2, 24, 8, 1)):
         out = np.asarray(model(np.random.rand(*shape).astype("float32")))
         assert out.shape == (*shape[:3], 1)
         assert out.min() >= 0
@@ -40,7 +42,7 @@ def test_only_standard_keras_layers_so_safe_mode_needs_nothing():
 def test_classic_and_slim_configurations_are_both_expressible():
     classic = SegmentationConfig.classic()
     assert classic.network == UNetConfig(
-        depth=4, base_filters=64, batch_norm=False, dropout=0.5, l2=0.0
+        depth=4, stem_stride=1, base_filters=64, batch_norm=False, dropout=0.5, l2=0.0
     )
     assert classic.class_weights
     assert classic.learning_rate == pytest.approx(1e-4)
@@ -55,6 +57,29 @@ def test_classic_and_slim_configurations_are_both_expressible():
     assert "enc3_dropout" in names
     assert any("_bn" in layer.name for layer in slim_model.layers)
     assert classic_model.count_params() > 10 * slim_model.count_params()
+
+
+def test_the_stem_works_on_pixel_blocks_and_the_output_returns_to_every_pixel():
+    classic_layout = build_unet(UNetConfig(depth=2, stem_stride=1, base_filters=4), 1, 3)
+    blocks = build_unet(UNetConfig(depth=2, stem_stride=2, base_filters=4), 1, 3)
+    image = np.random.rand(1, 16, 24, 1).astype("float32")
+    for model in (classic_layout, blocks):
+        assert np.asarray(model(image)).shape == (1, 16, 24, 3)
+    enc0 = keras_output_shape(blocks, "enc0_relu2", image)
+    assert enc0 == (1, 8, 12, 4)
+    assert keras_output_shape(classic_layout, "enc0_relu2", image) == (1, 16, 24, 4)
+    assert "stem_conv" not in {layer.name for layer in classic_layout.layers}
+
+
+def test_a_stem_stride_other_than_1_2_or_4_is_rejected():
+    with pytest.raises(ConfigError, match="stem stride"):
+        UNetConfig(stem_stride=3)
+
+
+def keras_output_shape(model, layer_name, image):
+    keras = load_keras()
+    probe = keras.Model(model.inputs, model.get_layer(layer_name).output)
+    return tuple(np.asarray(probe(image)).shape)
 
 
 def test_depth_sets_the_number_of_pooling_steps():
@@ -80,7 +105,7 @@ def test_config_round_trips_through_json():
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"patch_size": 100}, "multiple of 16"),
+        ({"patch_size": 100}, "multiple of 32"),
         ({"class_names": ("background",)}, "at least 2 classes"),
         ({"class_names": ("a", "a")}, "different"),
         ({"learning_rate": 0.0}, "Learning rate"),
@@ -92,7 +117,7 @@ def test_config_round_trips_through_json():
         ({"validation_fraction": 0.9}, "Validation fraction"),
         ({"time_budget_s": -1.0}, "time budget"),
         ({"early_stopping_patience": 0}, "patience"),
-        ({"network": UNetConfig(depth=5), "patch_size": 16}, "multiple of 32"),
+        ({"network": UNetConfig(depth=5), "patch_size": 32}, "multiple of 64"),
     ],
 )
 def test_impossible_values_are_rejected_with_a_clear_message(changes, words):

@@ -8,21 +8,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 
 from napari_dlbio.cli._progress import ProgressPrinter
 from napari_dlbio.cli._signals import cancel_on_interrupt
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import ConfigError, InputDataError
-from napari_dlbio.core.events import CancelToken, RunState, run_to_end
-from napari_dlbio.core.io import OutputExistsError, read_stack, write_labels_tiff
+from napari_dlbio.core.events import (
+    CancelToken,
+    Event,
+    Finished,
+    RunState,
+    SlicePredicted,
+    run_to_end,
+)
+from napari_dlbio.core.io import (
+    atomic_file,
+    read_stack,
+    refuse_existing_file,
+    write_labels_tiff_pages,
+)
 from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
@@ -72,32 +85,70 @@ def train(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """``dlbio predict`` for segmentation: write the mask (and probabilities) as TIFF."""
-    from napari_dlbio.models.segmentation import iter_predict_segmentation
+    """``dlbio predict`` for segmentation: write the mask (and probabilities) as TIFF.
+
+    Slices are predicted and written one at a time, so volumes larger than memory work
+    (TIFFs beyond a size are read memory-mapped).
+    """
+    from napari_dlbio.models.segmentation import iter_predict_slices
     from napari_dlbio.models.store import load_model_folder
 
     out = Path(args.out)
     probabilities_path = Path(args.probabilities) if args.probabilities else None
     for path in (out, probabilities_path):
-        if path is not None and path.exists():
-            raise OutputExistsError(f"{path} already exists; choose a new file name.")
+        if path is not None:
+            refuse_existing_file(path)
     model = load_model_folder(args.model, Task.SEGMENTATION)
     images = _read_images(args.images)
     cancel = CancelToken()
-    with cancel_on_interrupt(cancel):
-        prediction = run_to_end(
-            iter_predict_segmentation(model, images, cancel=cancel),
-            ProgressPrinter(sys.stderr, quiet=args.quiet),
+    printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+    with cancel_on_interrupt(cancel), ExitStack() as files:
+        probability_file = None
+        if probabilities_path is not None:
+            probability_file = files.enter_context(
+                tifffile.TiffWriter(files.enter_context(atomic_file(probabilities_path)))
+            )
+        masks = _mask_pages(
+            iter_predict_slices(model, images, cancel=cancel), printer, probability_file
         )
-    if prediction is None:
-        sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
-        return 1
-    write_labels_tiff(out, prediction.mask, class_names=tuple(model.config.class_names))
-    if probabilities_path is not None:
-        _write_probabilities(probabilities_path, prediction.probabilities)
+        try:
+            write_labels_tiff_pages(
+                out, masks, images.shape[:3], class_names=tuple(model.config.class_names)
+            )
+        except _PredictionStopped:
+            sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
+            return 1
     sys.stdout.write(f"Wrote {out}" + (f" and {probabilities_path}" if probabilities_path else ""))
     sys.stdout.write(".\n")
     return 0
+
+
+class _PredictionStopped(Exception):
+    """The user stopped the prediction (Ctrl+C): no file may be kept."""
+
+
+def _mask_pages(
+    job: Iterator[Event], printer: ProgressPrinter, probability_file: Any
+) -> Iterator[np.ndarray]:
+    """Masks of the slices as they are predicted; their probabilities go to the file.
+
+    The probabilities are float32 with axes Z, C, Y, X (napari opens them as one channel
+    per class; Fiji as a stack of Z x C planes).
+    """
+    for event in job:
+        if isinstance(event, SlicePredicted):
+            if probability_file is not None:
+                probability_file.write(
+                    np.moveaxis(event.probabilities, -1, 0),
+                    contiguous=True,
+                    photometric="minisblack",
+                    metadata={"axes": "ZCYX"},
+                )
+            yield np.argmax(event.probabilities, axis=-1).astype(np.uint8)
+        elif isinstance(event, Finished) and event.state is not RunState.DONE:
+            raise _PredictionStopped
+        else:
+            printer(event)
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -198,21 +249,6 @@ def _read_images(paths: list[str]) -> np.ndarray:
             "The images have different sizes; predict them one at a time or give a single stack."
         )
     return np.concatenate(stacks)
-
-
-def _write_probabilities(path: Path, probabilities: np.ndarray) -> None:
-    """Float32 TIFF with axes Z, C, Y, X (napari opens it as one channel per class)."""
-    import tifffile
-
-    data = np.ascontiguousarray(np.moveaxis(probabilities, -1, 1))
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tif", dir=path.parent)
-    os.close(handle)
-    try:
-        tifffile.imwrite(temporary, data, imagej=True, metadata={"axes": "ZCYX"})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _report_table(report: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
+import numpy as np
+
 R = TypeVar("R")
 
 
@@ -83,6 +85,16 @@ class TileDone(Event):
 
     index: int
     total: int
+
+
+@dataclass(frozen=True, eq=False)
+class SlicePredicted(Event):
+    """Slice ``index`` (counting from 0) of ``total`` is predicted: ``probabilities`` is its
+    (Y, X, classes) float32 array."""
+
+    index: int
+    total: int
+    probabilities: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import struct
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ SLICE_SUFFIXES = frozenset({".png", *TIFF_SUFFIXES})
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".bmp", *SLICE_SUFFIXES})
 
 #: Uncompressed TIFFs bigger than this are memory-mapped instead of read into memory.
-MEMMAP_THRESHOLD_BYTES = 512 * 2**20
+MEMMAP_THRESHOLD_BYTES = 64 * 2**20
 
 #: Marker written into the ImageDescription of label TIFFs so the reader can reopen them
 #: as a Labels layer.
@@ -476,12 +476,50 @@ def write_labels_tiff(
     """
     path = Path(path)
     data = _labels_for_writing(labels, max_dtype=np.uint32, target=path)
-    _refuse_existing_file(path)
+    return _write_labels(path, data, class_names=class_names)
+
+
+def write_labels_tiff_pages(
+    path: str | Path,
+    pages: Iterable[np.ndarray],
+    shape: tuple[int, int, int],
+    *,
+    class_names: tuple[str, ...] = (),
+) -> Path:
+    """Write uint8 label slices one at a time, as :func:`write_labels_tiff` writes a stack.
+
+    Only one slice is in memory at a time, so masks of volumes larger than memory can be
+    written while they are predicted.  An error raised by ``pages`` leaves nothing behind.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.tif`` / ``.tiff`` file to create.
+    pages : iterable of numpy.ndarray
+        ``shape[0]`` uint8 arrays of ``shape[1:]``.
+    shape : tuple of int
+        ``(Z, Y, X)`` of the whole mask.
+    class_names : tuple of str, optional
+        Stored in the file so napari-dlbio can show them when it reopens the mask.
+    """
+    return _write_labels(Path(path), pages, shape=shape, class_names=class_names)
+
+
+def _write_labels(
+    path: Path,
+    data: np.ndarray | Iterable[np.ndarray],
+    *,
+    class_names: tuple[str, ...],
+    shape: tuple[int, ...] | None = None,
+) -> Path:
+    refuse_existing_file(path)
     description = json.dumps({"layer_type": LABELS_MARKER, "class_names": list(class_names)})
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         tifffile.imwrite(
             tmp,
             data,
+            shape=shape,
+            dtype=None if shape is None else np.uint8,
             compression="zlib",
             photometric="minisblack",
             description=description,
@@ -708,7 +746,8 @@ def _labels_for_writing(labels: np.ndarray, *, max_dtype: type, target: Path) ->
     return data.astype(max_dtype)
 
 
-def _refuse_existing_file(path: Path) -> None:
+def refuse_existing_file(path: Path) -> None:
+    """Raise :class:`OutputExistsError` when ``path`` exists: nothing is overwritten."""
     if path.exists():
         raise OutputExistsError(
             f"{path} already exists; napari-dlbio does not overwrite files. Choose a new "
@@ -717,14 +756,14 @@ def _refuse_existing_file(path: Path) -> None:
 
 
 @contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial_name(path)
     try:
         yield tmp
         # Checked again right before the rename: the write may have taken a while.
-        _refuse_existing_file(path)
+        refuse_existing_file(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

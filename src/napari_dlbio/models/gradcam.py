@@ -159,7 +159,7 @@ def _segmentation_cam(
         )
     height, width = stack.shape[1:3]
     mask = _checked_region(region, (height, width))
-    padded, crop = pad_to_multiple(stack[0], 2**config.network.depth)
+    padded, crop = pad_to_multiple(stack[0], config.network.size_multiple)
     padded_mask = np.zeros(padded.shape[:2], dtype=np.float32)
     padded_mask[crop] = mask
     n_classes = config.n_classes
@@ -194,7 +194,7 @@ def _segmentation_step(model: Any, depth: int) -> Any:
             feature_map, last = cam_model(batch, training=False)
             # Logits, not probabilities: confident pixels saturate the sigmoid or softmax
             # and their gradients vanish.  One sigmoid channel is the foreground's logit.
-            logits = tf.tensordot(last, output_layer.kernel[0, 0], 1) + output_layer.bias
+            logits = _output_logits(output_layer, last)
             if logits.shape[-1] == 1:
                 logits = tf.concat([-logits, logits], axis=-1)
             # Mean logit of every class over the region.
@@ -207,6 +207,19 @@ def _segmentation_step(model: Any, depth: int) -> Any:
 
     _CAM_STEPS[model] = step
     return step
+
+
+def _output_logits(output_layer: Any, features: Any) -> Any:
+    """The U-Net's output layer without its sigmoid or softmax."""
+    convolve = (
+        keras.ops.conv_transpose
+        if isinstance(output_layer, keras.layers.Conv2DTranspose)
+        else keras.ops.conv
+    )
+    convolved = convolve(
+        features, output_layer.kernel, strides=output_layer.strides, padding=output_layer.padding
+    )
+    return convolved + output_layer.bias
 
 
 def _weighted_map(feature_map: Any, gradients: Any) -> Any:

@@ -26,6 +26,7 @@ from napari_dlbio.core.events import (
     Finished,
     Notice,
     RunState,
+    SlicePredicted,
     TileDone,
     run_to_end,
 )
@@ -42,6 +43,7 @@ from napari_dlbio.models.segmentation_data import (
     TrainingData,
     as_model_stack,
     prepare_training_data,
+    training_batches,
     training_dataset,
     validation_dataset,
 )
@@ -166,9 +168,11 @@ def iter_train_segmentation(
             ),
             metrics=[MaskedIoU(config.n_classes)],
         )
+    # One device trains fastest on numpy batches drawn in its own loop (see iter_fit).
+    stream = training_dataset if strategy.num_replicas_in_sync > 1 else training_batches
     job = iter_fit(
         model,
-        training_dataset(data, config, batch_size, seed=config.seed + 7919 * worker_index()),
+        stream(data, config, batch_size, seed=config.seed + 7919 * worker_index()),
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=validation_dataset(data, config, batch_size),
@@ -348,12 +352,64 @@ def _iter_predict(
     *,
     normalised: bool,
 ) -> Generator[Event, None, SegmentationPrediction | None]:
+    probabilities: np.ndarray | None = None
+    state = RunState.DONE
+    for event in iter_predict_slices(model, images, cancel=cancel, normalised=normalised):
+        if isinstance(event, SlicePredicted):
+            if probabilities is None:
+                shape = (event.total, *event.probabilities.shape)
+                probabilities = np.empty(shape, dtype=np.float32)
+            probabilities[event.index] = event.probabilities
+            continue
+        if isinstance(event, Finished):
+            state = event.state
+        yield event
+    if state is not RunState.DONE or probabilities is None:
+        return None
+    mask = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    return SegmentationPrediction(mask=mask, probabilities=probabilities)
+
+
+def iter_predict_slices(
+    model: ModelFolder,
+    images: np.ndarray,
+    *,
+    cancel: CancelToken | None = None,
+    normalised: bool = False,
+) -> Generator[Event, None, None]:
+    """Predict slice after slice without holding the whole result: for any volume size.
+
+    Slices are read one at a time, so ``images`` may be a memory-mapped file or a dask
+    array much larger than memory.
+
+    Parameters
+    ----------
+    model
+        A segmentation model folder.
+    images
+        (Y, X), (Y, X, C), (Z, Y, X) or (Z, Y, X, C) of any size and real dtype.
+    cancel
+        Stops before the next batch of tiles.
+    normalised
+        Whether ``images`` are already normalised (float32 with the model's channels).
+
+    Yields
+    ------
+    Event
+        ``TileDone`` after every tile, ``SlicePredicted`` when a slice is complete, then
+        ``Finished`` (``CANCELLED`` when stopped).
+
+    Raises
+    ------
+    InputDataError
+        For images the model cannot read (rank, dtype, channels, NaN / infinite pixels).
+    ModelFolderError
+        When ``model`` is not a segmentation model.
+    """
     config = _segmentation_config(model)
     stack = images if normalised else as_model_stack(images, config)
-    if not normalised:
-        check_finite(stack, "image")
     n_slices, height, width = stack.shape[:3]
-    multiple = 2**config.network.depth
+    multiple = config.network.size_multiple
     if n_slices == 0 or height == 0 or width == 0:
         raise InputDataError(f"The image is empty (shape {tuple(stack.shape)}).")
     padded_shape, crop = _padded_shape(height, width, multiple)
@@ -364,15 +420,15 @@ def _iter_predict(
     batch = max(1, PREDICT_PIXELS_PER_BATCH // (tile_h * tile_w))
     step = _predict_step(model.model, config.input_channels)
     n_classes = config.n_classes
-    probabilities = np.empty((n_slices, height, width, n_classes), dtype=np.float32)
     total = n_slices * len(windows)
     pending: list[tuple[int, tuple[slice, slice]]] = []
     tiles = np.empty((batch, tile_h, tile_w, config.input_channels), dtype=np.float32)
     stitchers: dict[int, Stitcher] = {}
     done = 0
     for z in range(n_slices):
-        plane = stack[z : z + 1]
+        plane = np.asarray(stack[z : z + 1])
         if not normalised:
+            check_finite(plane, "image")
             plane = normalise_percentile(plane, config.normalise_low, config.normalise_high)
         plane, _ = pad_to_multiple(plane[0], multiple)
         if len(windows) > 1:
@@ -384,21 +440,18 @@ def _iter_predict(
                 continue
             if cancel is not None and cancel.cancelled:
                 yield Finished(RunState.CANCELLED)
-                return None
+                return
             predicted = step(tiles[: len(pending)]).numpy()
-            for (tz, tile_window), values in zip(pending, predicted, strict=True):
-                if tz in stitchers:
-                    stitchers[tz].add(tile_window, values, weights)
-                    if tile_window is windows[-1]:
-                        probabilities[tz] = stitchers.pop(tz).result()[crop]
-                else:
-                    probabilities[tz] = values[crop]
+            for (tile_z, tile_window), values in zip(pending, predicted, strict=True):
+                if tile_z in stitchers:
+                    stitchers[tile_z].add(tile_window, values, weights)
                 done += 1
                 yield TileDone(done, total)
+                if tile_window is windows[-1]:
+                    whole = stitchers.pop(tile_z).result() if tile_z in stitchers else values
+                    yield SlicePredicted(tile_z, n_slices, whole[crop])
             pending.clear()
-    mask = np.argmax(probabilities, axis=-1).astype(np.uint8)
     yield Finished(RunState.DONE)
-    return SegmentationPrediction(mask=mask, probabilities=probabilities)
 
 
 def _padded_shape(height: int, width: int, multiple: int) -> tuple[tuple[int, int], Any]:

@@ -148,7 +148,7 @@ def prepare_training_data(
     annotations = annotations.astype(np.uint8, copy=False)
     height, width = stack.shape[1:3]
     if min(height, width) < config.patch_size:
-        multiple = 2**config.network.depth
+        multiple = config.network.size_multiple
         fits = (min(height, width) // multiple) * multiple
         advice = (
             f"choose a patch size of at most {fits}"
@@ -190,10 +190,10 @@ def prepare_training_data(
     )
 
 
-def training_dataset(
+def training_batches(
     data: TrainingData, config: SegmentationConfig, batch_size: int, seed: int
-) -> tf.data.Dataset:
-    """An endless, prefetched stream of augmented (image, annotation) training batches.
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """An endless stream of augmented (image, annotation) training batches, as numpy arrays.
 
     Parameters
     ----------
@@ -220,15 +220,18 @@ def training_dataset(
         augment=augment,
         slices=data.train_slices,
     )
+    while True:
+        yield sampler.sample_batch(batch_size)
+
+
+def training_dataset(
+    data: TrainingData, config: SegmentationConfig, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """:func:`training_batches` as a prefetched ``tf.data`` dataset, for several replicas."""
     size = config.patch_size
     channels = data.images.shape[-1]
-
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        while True:
-            yield sampler.sample_batch(batch_size)
-
     dataset = tf.data.Dataset.from_generator(
-        batches,
+        lambda: training_batches(data, config, batch_size, seed),
         output_signature=(
             tf.TensorSpec((batch_size, size, size, channels), tf.float32),
             tf.TensorSpec((batch_size, size, size), tf.uint8),

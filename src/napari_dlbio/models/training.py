@@ -69,8 +69,12 @@ def iter_fit(
     ----------
     model
         A compiled Keras model.
-    train_data, validation_data
-        Anything ``model.fit`` accepts (typically infinite ``tf.data`` datasets).
+    train_data
+        Batches ``(x, y)`` or ``(x, y, sample_weight)``: any iterable (numpy arrays or a ``tf.data`` dataset) on one
+        device; a ``tf.data`` dataset under a strategy with several replicas.  Endless, or
+        at least ``epochs * steps_per_epoch`` batches long.
+    validation_data
+        A finite iterable (or dataset) of validation batches, read once per epoch.
     epochs, steps_per_epoch, validation_steps
         Length of training and of each validation pass.
     cancel
@@ -96,18 +100,29 @@ def iter_fit(
 
     def fit() -> None:
         try:
-            history = model.fit(
-                train_data,
-                epochs=epochs,
-                steps_per_epoch=steps_per_epoch,
-                validation_data=validation_data,
-                validation_steps=validation_steps,
-                callbacks=callbacks,
-                shuffle=False,  # datasets arrive shuffled; Keras cannot shuffle them
-                verbose=0,
-            )
+            if model.distribute_strategy.num_replicas_in_sync > 1:
+                history = model.fit(
+                    train_data,
+                    epochs=epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_data=validation_data,
+                    validation_steps=validation_steps,
+                    callbacks=callbacks,
+                    shuffle=False,  # datasets arrive shuffled; Keras cannot shuffle them
+                    verbose=0,
+                ).history
+            else:
+                history = _fit_on_one_device(
+                    model,
+                    train_data,
+                    epochs=epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    validation_data=validation_data,
+                    validation_steps=validation_steps,
+                    callbacks=callbacks,
+                )
             outcome["history"] = {
-                key: [float(v) for v in values] for key, values in history.history.items()
+                key: [float(v) for v in values] for key, values in history.items()
             }
         except BaseException as error:  # noqa: BLE001  (re-raised in the consumer's thread)
             events.put(_Failure(error))
@@ -136,6 +151,64 @@ def iter_fit(
         best_epoch=keeper.best_epoch,
         seconds=time.perf_counter() - started,
     )
+
+
+def _fit_on_one_device(
+    model: Any,
+    train_data: Any,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    validation_data: Any,
+    validation_steps: int | None,
+    callbacks: list[Any],
+) -> dict[str, list[float]]:
+    """``model.fit``'s loop over ``train_on_batch`` / ``test_on_batch``; returns the history.
+
+    Measured on a 2-core CPU with the default U-Net: ``model.fit`` took 0.51 s per step
+    fed from memory and 0.7 to 1.0 s fed by a tf.data pipeline, this loop 0.3 to 0.4 s
+    with the patches drawn in the same thread.  Several replicas need ``model.fit``,
+    which splits each batch between them.
+    """
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, model=model, epochs=epochs, steps=steps_per_epoch, verbose=0
+    )
+    batches = iter(train_data)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs: dict[str, Any] = {}
+    for epoch in range(epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            # (x, y) or (x, y, sample_weight)
+            logs = model.train_on_batch(*next(batches), return_dict=True)
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        epoch_logs = dict(logs)
+        if validation_data is not None:
+            epoch_logs |= {
+                f"val_{key}": value
+                for key, value in _evaluate(model, validation_data, validation_steps).items()
+            }
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return model.history.history
+
+
+def _evaluate(model: Any, batches: Any, steps: int | None) -> dict[str, Any]:
+    """Loss and metrics over the validation batches (metrics accumulate over them)."""
+    model.reset_metrics()
+    logs: dict[str, Any] = {}
+    for index, batch in enumerate(batches):
+        if steps is not None and index >= steps:
+            break
+        logs = model.test_on_batch(*batch, return_dict=True)
+    return logs
 
 
 class _EventBridge(keras.callbacks.Callback):
