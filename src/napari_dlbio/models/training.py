@@ -70,9 +70,9 @@ def iter_fit(
     model
         A compiled Keras model.
     train_data
-        Batches ``(x, y)`` or ``(x, y, sample_weight)``: any iterable (numpy arrays or a ``tf.data`` dataset) on one
-        device; a ``tf.data`` dataset under a strategy with several replicas.  Endless, or
-        at least ``epochs * steps_per_epoch`` batches long.
+        Batches ``(x, y)`` or ``(x, y, sample_weight)``: any iterable (numpy arrays or a
+        ``tf.data`` dataset) on one device; a ``tf.data`` dataset under a strategy with
+        several replicas.  Endless, or at least ``epochs * steps_per_epoch`` batches long.
     validation_data
         A finite iterable (or dataset) of validation batches, read once per epoch.
     epochs, steps_per_epoch, validation_steps
