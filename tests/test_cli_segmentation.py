@@ -126,7 +126,8 @@ def test_fine_tuning_continues_from_a_model_folder(crops, model_dir, tmp_path, c
     assert main([*argv, "--quiet"]) == 0
     tuned = json.loads((out / "config.json").read_text())["config"]
     assert tuned["epochs"] == 1
-    assert tuned["network"] == TINY["network"] | {"batch_norm": True, "dropout": 0.0, "l2": 0.0}
+    expected = {"batch_norm": True, "dropout": 0.0, "l2": 0.0, "stem_stride": 2}
+    assert tuned["network"] == TINY["network"] | expected
     assert "Saved" in capsys.readouterr().out
 
 

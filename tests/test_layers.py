@@ -16,7 +16,6 @@ from napari_dlbio._layers import (
     annotation_layer,
     classification_rows,
     classification_text,
-    entropy_map,
     gradcam_layer,
     mask_colormap,
     metrics_csv,
@@ -26,6 +25,7 @@ from napari_dlbio._layers import (
     slice_metrics_text,
 )
 from napari_dlbio.core.metrics import segmentation_report
+from napari_dlbio.core.uncertainty import entropy_map
 
 NAMES = ["background", "membrane", "mitochondria"]
 STACK = Placement(scale=(50.0, 4.0, 4.0), translate=(100.0, 8.0, 0.0))

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlbio.core.uncertainty import entropy_map
+
 LayerData = tuple[Any, dict[str, Any], str]
 
 ROLE_KEY = "dlbio_role"
@@ -125,17 +127,6 @@ def annotation_layer(
         "opacity": 0.6,
     }
     return np.zeros(shape, dtype=np.uint8), meta, "labels"
-
-
-def entropy_map(probabilities: np.ndarray) -> np.ndarray:
-    """Uncertainty of a (..., K) probability map: entropy divided by log K, in [0, 1]."""
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    n_classes = probabilities.shape[-1]
-    if n_classes < 2:
-        return np.zeros(probabilities.shape[:-1], dtype=np.float32)
-    clipped = np.clip(probabilities, 1e-7, 1.0)
-    entropy = -np.sum(probabilities * np.log(clipped), axis=-1, dtype=np.float32)
-    return np.clip(entropy / math.log(n_classes), 0.0, 1.0).astype(np.float32)
 
 
 def prediction_layers(

@@ -13,6 +13,7 @@ from napari_dlbio.core.labels import (
     check_annotation,
     classes_from_annotation,
     parse_label_values,
+    prediction_edit,
 )
 
 ISBI_CLASSES = ["background", "membrane"]
@@ -116,3 +117,28 @@ def test_check_annotation_accepts_a_good_annotation():
 def test_check_annotation_errors(annotation, n_classes, shape, message):
     with pytest.raises(InputDataError, match=message):
         check_annotation(annotation, n_classes, image_shape=shape)
+
+
+def test_accepting_a_prediction_keeps_what_the_user_painted():
+    annotation = np.array([[0, 2, 0], [1, 0, 0]], np.uint8)
+    mask = np.array([[1, 0, 1], [1, 0, 0]], np.uint8)  # classes: 0 background, 1 membrane
+    indices, values = prediction_edit(annotation, mask)
+    edited = annotation.copy()
+    edited[indices] = values
+    np.testing.assert_array_equal(edited, [[2, 2, 2], [1, 1, 1]])
+    assert values.dtype == annotation.dtype
+
+
+def test_accepting_with_overwrite_replaces_the_users_pixels_too():
+    annotation = np.array([[0, 2], [1, 1]], np.uint8)
+    mask = np.array([[1, 0], [1, 0]], np.uint8)
+    indices, values = prediction_edit(annotation, mask, overwrite=True)
+    edited = annotation.copy()
+    edited[indices] = values
+    np.testing.assert_array_equal(edited, [[2, 1], [2, 1]])
+    assert len(values) == 3  # the unchanged pixel is not part of the edit
+
+
+def test_accepting_a_prediction_of_another_image_is_refused():
+    with pytest.raises(InputDataError, match="does not match"):
+        prediction_edit(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8))

@@ -87,6 +87,21 @@ def test_slices_restrict_sampling():
         PatchSampler(images, annotation, 8, slices=[5])
 
 
+def test_centres_restrict_where_patches_sit_but_every_annotation_comes_along():
+    annotation = np.ones((1, 64, 64), np.uint8)
+    annotation[0, 56:64, 56:64] = 2
+    centres = np.zeros(annotation.shape, bool)
+    centres[0, 56:64, 56:64] = True
+    images = np.zeros((1, 64, 64, 1), np.float32)
+    sampler = PatchSampler(images, annotation, 16, centres=centres)
+    for _ in range(20):
+        _, labels = sampler.sample()
+        assert (labels == 2).sum() >= 16  # centred in the corner square
+        assert (labels == 1).any()  # the background around it is still annotated
+    with pytest.raises(InputDataError, match="centre mask"):
+        PatchSampler(images, annotation, 16, centres=centres[0])
+
+
 def test_sampler_is_reproducible_and_augments():
     annotation = _scribbles()
     images = np.random.default_rng(0).random((*annotation.shape, 1), dtype=np.float32)

@@ -7,14 +7,23 @@ import pytest
 
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError, ModelFolderError
-from napari_dlbio.core.events import CancelToken, Finished, RunState, TileDone
+from napari_dlbio.core.events import (
+    CancelToken,
+    Finished,
+    Notice,
+    RunState,
+    SlicePredicted,
+    TileDone,
+    run_to_end,
+)
 from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
 from napari_dlbio.core.tiling import tile_grid
-from napari_dlbio.models._tf import load_keras
+from napari_dlbio.models._tf import load_keras, load_tensorflow
 from napari_dlbio.models.segmentation import (
     _predict_step,
     evaluate_segmentation,
     iter_predict_segmentation,
+    iter_predict_slices,
     predict_segmentation,
     train_segmentation,
 )
@@ -23,7 +32,9 @@ from napari_dlbio.models.store import ModelFolder
 keras = load_keras()
 
 CONFIG = SegmentationConfig(
-    network=UNetConfig(depth=3, base_filters=8),
+    # Full resolution: blobs of radius 4 are small for a net working on 2 x 2 blocks after
+    # this short training (the default stem is covered by the ISBI test and benchmarks).
+    network=UNetConfig(depth=3, base_filters=8, stem_stride=1),
     patch_size=64,
     batch_size=4,
     learning_rate=0.01,
@@ -196,3 +207,41 @@ def test_evaluation_ignores_unannotated_pixels_and_keeps_its_json_shape():
         evaluate_segmentation(mask[..., :2], annotation, ("background", "membrane"))
     with pytest.raises(InputDataError, match="label-values"):
         evaluate_segmentation(mask, annotation + 2, ("background", "membrane"))
+
+
+def test_slices_stream_out_one_at_a_time_as_the_stack_prediction_has_them(model):
+    images, _ = _blobs(3, 80, 100, seed=4)
+    slices = [
+        event
+        for event in iter_predict_slices(_with_tiles(model, 64, 16), images)
+        if isinstance(event, SlicePredicted)
+    ]
+    whole = predict_segmentation(_with_tiles(model, 64, 16), images)
+    assert [event.index for event in slices] == [0, 1, 2]
+    assert all(event.total == 3 for event in slices)
+    for event in slices:
+        np.testing.assert_allclose(event.probabilities, whole.probabilities[event.index])
+
+
+def test_running_out_of_memory_predicts_fewer_tiles_at_a_time_and_says_so(model, monkeypatch):
+    from napari_dlbio.models import segmentation
+
+    tf = load_tensorflow()
+    folder = _with_tiles(model, 64, 16)
+    images, _ = _blobs(2, 100, 100, seed=5)
+    expected = predict_segmentation(folder, images).probabilities
+    real_step = segmentation._predict_step(folder.model, 1)
+
+    def tight_memory(tiles):
+        if len(tiles) > 2:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return real_step(tiles)
+
+    monkeypatch.setattr(segmentation, "_predict_step", lambda *_: tight_memory)
+    events = []
+    result = run_to_end(iter_predict_segmentation(folder, images), events.append)
+    notices = [event.text for event in events if isinstance(event, Notice)]
+    assert notices
+    assert all("Out of memory" in text for text in notices)
+    assert "2 tile(s) at a time" in notices[-1]
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)

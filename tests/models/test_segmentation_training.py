@@ -217,7 +217,9 @@ def test_brief_training_on_a_real_em_crop_segments_membranes(isbi_dir):
     labels = tifffile.imread(isbi_dir / "train-labels.tif")[:, :256, :256]
     annotations = np.where(labels == 0, 2, 1).astype(np.uint8)
     config = SegmentationConfig(
-        network=UNetConfig(depth=3, base_filters=8),
+        # A slim full-resolution net learns fastest in the first minute (the default net on
+        # 2 x 2 blocks reached IoU 0.32 here in 45 s, and overtakes after about 90 s).
+        network=UNetConfig(depth=3, base_filters=8, stem_stride=1),
         patch_size=128,
         batch_size=4,
         epochs=1000,

@@ -227,3 +227,43 @@ def check_annotation(
             f"(label 1 = background, up to label {n_classes}); add a class or repaint those "
             "pixels."
         )
+
+
+def prediction_edit(
+    annotation: np.ndarray, mask: np.ndarray, *, overwrite: bool = False
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The edit that copies a predicted mask into an annotation, as (indices, values).
+
+    Parameters
+    ----------
+    annotation
+        The user's annotation: 0 = not annotated, k + 1 = class k.
+    mask
+        Predicted classes of the same shape (0 = background).
+    overwrite
+        Also replace pixels the user has annotated; by default they are kept.
+
+    Returns
+    -------
+    tuple
+        Fancy indices of the pixels that change and their new annotation values, ready
+        for an undoable edit (napari's ``Labels.data_setitem``).
+
+    Raises
+    ------
+    InputDataError
+        When the shapes differ.
+    """
+    annotation = np.asarray(annotation)
+    mask = np.asarray(mask)
+    if annotation.shape != mask.shape:
+        raise InputDataError(
+            f"The prediction {mask.shape} does not match the annotation {annotation.shape}; "
+            "predict the image this annotation belongs to."
+        )
+    values = mask.astype(np.int64) + 1
+    changes = values != annotation
+    if not overwrite:
+        changes &= annotation == 0
+    indices = np.nonzero(changes)
+    return indices, values[indices].astype(annotation.dtype)

@@ -41,6 +41,9 @@ class PatchSampler:
     slices : sequence of int, optional
         Slices to sample from (e.g. the training slices of :func:`split_validation`);
         all slices by default.
+    centres : np.ndarray, optional
+        Boolean (Z, Y, X) mask of the annotated pixels patches may be centred on (e.g. the
+        latest corrections); the patches still carry every annotation around them.
 
     Raises
     ------
@@ -56,6 +59,7 @@ class PatchSampler:
         seed: int = 0,
         augment: Augmenter | None = None,
         slices: Sequence[int] | None = None,
+        centres: np.ndarray | None = None,
     ) -> None:
         if images.ndim == 3:
             images = images[..., np.newaxis]
@@ -76,7 +80,13 @@ class PatchSampler:
         self.patch_size = int(patch_size)
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        self._coordinates = _class_coordinates(annotations, sorted(set(chosen)))
+        if centres is not None and np.shape(centres) != annotations.shape:
+            raise InputDataError(
+                f"The centre mask {np.shape(centres)} does not match the annotations "
+                f"{annotations.shape}."
+            )
+        where = annotations if centres is None else np.where(centres, annotations, np.uint8(0))
+        self._coordinates = _class_coordinates(where, sorted(set(chosen)))
         if not self._coordinates:
             raise InputDataError(
                 "The training slices hold no annotated pixel: paint at least a few strokes "

@@ -86,6 +86,7 @@ def iter_train_segmentation(
     cancel: CancelToken | None = None,
     initial: ModelFolder | None = None,
     checkpoint_dir: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Generator[Event, None, SegmentationTrainingResult]:
     """Train (or fine-tune) a U-Net, yielding progress events.
 
@@ -104,6 +105,8 @@ def iter_train_segmentation(
         tiling are kept; the training settings come from ``config``.
     checkpoint_dir
         If given, best and last weights are written there after every epoch.
+    callbacks
+        More Keras callbacks (e.g. TensorBoard on a cluster, or a benchmark's probe).
 
     Yields
     ------
@@ -167,6 +170,9 @@ def iter_train_segmentation(
                 None if data.class_weights is None else data.class_weights.tolist(),
             ),
             metrics=[MaskedIoU(config.n_classes)],
+            # XLA: 15 % shorter steps on a 2-core CPU for about 5 s more compiling.  Not
+            # with several replicas: XLA cannot reach a variable on another device.
+            jit_compile=strategy.num_replicas_in_sync == 1,
         )
     # One device trains fastest on numpy batches drawn in its own loop (see iter_fit).
     stream = training_dataset if strategy.num_replicas_in_sync > 1 else training_batches
@@ -180,7 +186,10 @@ def iter_train_segmentation(
         time_budget_s=config.time_budget_s,
         patience=config.early_stopping_patience,
         checkpoint_dir=checkpoint_dir,
-        extra_callbacks=[_learning_rate_schedule(config)] if config.learning_rate_decay else [],
+        extra_callbacks=[
+            *([_learning_rate_schedule(config)] if config.learning_rate_decay else []),
+            *callbacks,
+        ],
     )
     finished: Finished | None = None
     try:
@@ -423,6 +432,7 @@ def iter_predict_slices(
     total = n_slices * len(windows)
     pending: list[tuple[int, tuple[slice, slice]]] = []
     tiles = np.empty((batch, tile_h, tile_w, config.input_channels), dtype=np.float32)
+    chunk = batch  # tiles per network call; halved when the device runs out of memory
     stitchers: dict[int, Stitcher] = {}
     done = 0
     for z in range(n_slices):
@@ -441,7 +451,18 @@ def iter_predict_slices(
             if cancel is not None and cancel.cancelled:
                 yield Finished(RunState.CANCELLED)
                 return
-            predicted = step(tiles[: len(pending)]).numpy()
+            while True:
+                try:
+                    predicted = _predict_in_chunks(step, tiles[: len(pending)], chunk)
+                    break
+                except tf.errors.ResourceExhaustedError:
+                    if chunk == 1:
+                        raise
+                    chunk = max(1, chunk // 2)
+                    yield Notice(
+                        f"Out of memory while predicting; going on with {chunk} tile(s) at "
+                        "a time (slower).  A smaller tile size (Advanced) avoids this."
+                    )
             for (tile_z, tile_window), values in zip(pending, predicted, strict=True):
                 if tile_z in stitchers:
                     stitchers[tile_z].add(tile_window, values, weights)
@@ -452,6 +473,12 @@ def iter_predict_slices(
                     yield SlicePredicted(tile_z, n_slices, whole[crop])
             pending.clear()
     yield Finished(RunState.DONE)
+
+
+def _predict_in_chunks(step: Any, tiles: np.ndarray, chunk: int) -> np.ndarray:
+    """Class probabilities of ``tiles``, ``chunk`` tiles per network call."""
+    parts = [step(tiles[start : start + chunk]).numpy() for start in range(0, len(tiles), chunk)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _padded_shape(height: int, width: int, multiple: int) -> tuple[tuple[int, int], Any]:

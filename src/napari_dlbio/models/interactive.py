@@ -1,0 +1,195 @@
+"""Human in the loop: fine-tune a U-Net on painted corrections in bursts of a few seconds.
+
+A :class:`FineTuner` keeps one compiled network, with its optimiser state, between bursts,
+so after the first burst (which traces the training step) every second of a burst goes
+into training.  A burst trains on the annotated pixels only (the masked loss ignores
+annotation 0) and draws half of every batch around the pixels painted since the previous
+burst (with every annotation around them as labels), so fresh corrections weigh more than
+the scribbles they correct.  It warm-starts
+from a trained model or, with none, from scratch on the first scribbles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+
+import numpy as np
+
+from napari_dlbio.core.augment import make_augmenter
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.events import (
+    BatchEnded,
+    CancelToken,
+    Event,
+    Finished,
+    RunState,
+    TrainingStarted,
+)
+from napari_dlbio.core.labels import check_annotation
+from napari_dlbio.core.patches import PatchSampler
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+from napari_dlbio.models._tf import device_description, load_keras
+from napari_dlbio.models.losses import MaskedSegmentationLoss
+from napari_dlbio.models.segmentation import fine_tuning_config
+from napari_dlbio.models.segmentation_data import prepare_images
+from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.models.unet import build_unet
+
+keras = load_keras()
+
+#: Default length of a burst on a CPU: long enough for a few dozen steps, short enough
+#: that painting, training and looking at the new mask feel like one loop.
+DEFAULT_BURST_SECONDS = 10.0
+#: Bursts have no warm-up and no decay: a lower rate than full training keeps them steady.
+BURST_LEARNING_RATE = 1e-3
+#: Sparse corrections fill little of a large patch; many small patches centred on them
+#: put more annotated pixels into every step for the same computation.
+BURST_PATCH_SIZE = 128
+BURST_BATCH_SIZE = 16
+
+
+class FineTuner:
+    """A U-Net that learns from corrections in short bursts.
+
+    Parameters
+    ----------
+    config
+        Training settings (patch and batch size, learning rate, augmentation).  With a
+        ``model``, its network, classes and normalisation are kept (see
+        :func:`~napari_dlbio.models.segmentation.fine_tuning_config`).
+    model
+        The model to start from; ``None`` starts from scratch.
+    learning_rate, patch_size, batch_size
+        Settings of the bursts, which replace those of ``config``.
+    """
+
+    def __init__(
+        self,
+        config: SegmentationConfig,
+        model: ModelFolder | None = None,
+        *,
+        learning_rate: float = BURST_LEARNING_RATE,
+        patch_size: int = BURST_PATCH_SIZE,
+        batch_size: int = BURST_BATCH_SIZE,
+    ) -> None:
+        config = config if model is None else fine_tuning_config(config, model)
+        self.config = config.replace(
+            learning_rate=learning_rate, patch_size=patch_size, batch_size=batch_size
+        )
+        self._network = build_unet(
+            self.config.network, self.config.input_channels, self.config.n_classes
+        )
+        if model is not None:
+            self._network.set_weights(model.model.get_weights())
+        self._network.compile(
+            optimizer=keras.optimizers.Adam(self.config.learning_rate),
+            loss=MaskedSegmentationLoss(self.config.n_classes, self.config.loss),
+        )
+        self._normalised: tuple[np.ndarray, np.ndarray] | None = None
+        self._bursts = 0
+
+    @property
+    def model(self) -> ModelFolder:
+        """The network as an (unsaved) model folder.
+
+        It is the live network, not a copy: the next burst changes it (copying would make
+        every burst trace a new prediction graph, seconds on a CPU).
+        """
+        return ModelFolder(self._network, Task.SEGMENTATION, self.config)
+
+    def iter_burst(
+        self,
+        images: np.ndarray,
+        annotations: np.ndarray,
+        *,
+        seconds: float = DEFAULT_BURST_SECONDS,
+        recent: np.ndarray | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Generator[Event, None, ModelFolder]:
+        """Train for ``seconds`` on the annotated pixels; return the updated model.
+
+        Parameters
+        ----------
+        images
+            (Z, Y, X[, C]) or (Y, X[, C]) images of any real dtype.
+        annotations
+            Annotation of the same (Z, Y, X): 0 = not annotated, 1 = background, k + 1 =
+            class k.
+        seconds
+            Length of the burst (the first burst also traces the training step).
+        recent
+            Boolean (Z, Y, X) mask of the pixels painted since the last burst; half of
+            every batch is centred on them.  ``None`` or empty: all annotations alike.
+        cancel
+            Ends the burst after the current step.
+
+        Yields
+        ------
+        Event
+            ``TrainingStarted``, ``BatchEnded`` after every step, then ``Finished``.
+
+        Raises
+        ------
+        InputDataError
+            For images and annotations that do not match or hold no annotated pixel.
+        """
+        config = self.config
+        annotations = np.asarray(annotations)
+        if annotations.ndim == 2:
+            annotations = annotations[np.newaxis]
+        normalised = self._prepare(images)
+        check_annotation(annotations, config.n_classes, normalised.shape)
+        annotations = annotations.astype(np.uint8, copy=False)
+        samplers = [self._sampler(normalised, annotations)]
+        if recent is not None:
+            recent = np.reshape(recent, annotations.shape).astype(bool) & (annotations > 0)
+            if recent.any():
+                samplers.append(self._sampler(normalised, annotations, centres=recent))
+        self._bursts += 1
+        yield TrainingStarted(1, 0, device_description())
+        deadline = time.perf_counter() + seconds
+        step = 0
+        while time.perf_counter() < deadline:
+            if cancel is not None and cancel.cancelled:
+                yield Finished(RunState.CANCELLED)
+                return self.model
+            x, y = _mixed_batch(samplers, config.batch_size)
+            loss = float(self._network.train_on_batch(x, y))
+            step += 1
+            yield BatchEnded(1, step, 0, loss)
+        yield Finished(RunState.DONE)
+        return self.model
+
+    def _prepare(self, images: np.ndarray) -> np.ndarray:
+        """Normalised (Z, Y, X, C) images, kept while the same array object comes again
+        (an array changed in place is not noticed: give a new array for new images)."""
+        if self._normalised is None or self._normalised[0] is not images:
+            self._normalised = (images, prepare_images(images, self.config))
+        return self._normalised[1]
+
+    def _sampler(
+        self, images: np.ndarray, annotations: np.ndarray, centres: np.ndarray | None = None
+    ) -> PatchSampler:
+        config = self.config
+        augment = make_augmenter(
+            flips=config.augment_flips,
+            rotations=config.augment_rotations,
+            elastic=config.augment_elastic,
+            intensity=config.augment_intensity,
+        )
+        seed = config.seed + self._bursts
+        return PatchSampler(
+            images, annotations, config.patch_size, seed=seed, augment=augment, centres=centres
+        )
+
+
+def _mixed_batch(samplers: list[PatchSampler], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch drawn evenly from the samplers (all annotations, recent corrections)."""
+    shares = np.array_split(np.arange(batch_size), len(samplers))
+    parts = [
+        sampler.sample_batch(len(share))
+        for sampler, share in zip(samplers, shares, strict=True)
+        if len(share)
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
