@@ -103,13 +103,18 @@ def test_wheel_ships_manifest_and_sample_data(tmp_path: Path) -> None:
 def test_napari_lists_the_widgets_in_its_menus(plugin_manager: npe2.PluginManager) -> None:
     manifest = plugin_manager.get_manifest(PLUGIN)
     widgets = {widget.display_name for widget in manifest.contributions.widgets}
-    assert widgets == {"Data & annotation", "Train", "Predict & inspect", "Export"}
+    assert widgets == {
+        "Data & annotation",
+        "Train",
+        "Predict & inspect",
+        "Correct & fine-tune",
+        "Export",
+    }
     placed = {
         menu_id: {item.command for item in items}
         for menu_id, items in manifest.contributions.menus.items()
     }
     assert "napari-dlbio.data_widget" in placed["napari/layers/annotate"]
-    assert {"napari-dlbio.train_widget", "napari-dlbio.predict_widget"} <= placed[
-        "napari/layers/segment"
-    ]
+    segment = {"napari-dlbio.train_widget", "napari-dlbio.predict_widget"}
+    assert segment | {"napari-dlbio.refine_widget"} <= placed["napari/layers/segment"]
     assert "napari-dlbio.export_widget" in placed["napari/file/io_utilities"]

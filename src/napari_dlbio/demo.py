@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-WIDGETS = ("Data & annotation", "Train", "Predict & inspect", "Export")
+WIDGETS = ("Data & annotation", "Train", "Predict & inspect", "Correct & fine-tune", "Export")
 ISBI_LABEL_VALUES = "255=background,0=membrane"
 
 

@@ -17,7 +17,7 @@ def test_apply_changes_reaches_into_nested_configs_and_validates() -> None:
     assert changed.network.depth == 2
     assert changed.network.base_filters == 16
     assert config.epochs != 3
-    with pytest.raises(ConfigError, match="multiple of 4"):
+    with pytest.raises(ConfigError, match="multiple of 8"):
         apply_changes(config, {"network.depth": 2, "patch_size": 30})
 
 

@@ -96,7 +96,7 @@ def test_impossible_settings_are_refused_with_the_reason(viewer, isbi, shown_err
     widget = _ready(viewer, isbi, patch_size=30)
     widget.train_button.click()
     assert widget.job is None
-    assert any("multiple of 4" in text for text in shown_errors())
+    assert any("multiple of 8" in text for text in shown_errors())
 
 
 def test_importing_the_widgets_does_not_import_tensorflow() -> None:

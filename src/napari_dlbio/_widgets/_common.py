@@ -214,18 +214,24 @@ def show_canvas_text(viewer: Any, text: str) -> None:
     overlay.visible = True
 
 
-def show_layers(viewer: Any, layers: Sequence[LayerData]) -> list[Layer]:
+def show_layers(viewer: Any, layers: Sequence[Layer | LayerData]) -> list[Layer]:
     """Add result layers, replacing the plugin's earlier result of the same name and role.
 
+    An earlier result of the same kind and dimensions is updated in place (cheap, and the
+    user's display settings stay); other earlier results are swapped for the new layer.
     Layers the user made (or the plugin's layers of another role) are never replaced: a new
-    layer with a free name is added next to them instead.
+    layer with a free name is added next to them instead.  Layers may come ready-made (built
+    in a job's thread, which keeps that work off the GUI thread) or as layer data tuples.
     """
     shown = []
-    for data, meta, layer_type in layers:
-        new = Layer.create(data, dict(meta), layer_type)
+    for item in layers:
+        new = item if isinstance(item, Layer) else Layer.create(item[0], dict(item[1]), item[2])
         old = viewer.layers[new.name] if new.name in viewer.layers else None  # noqa: SIM401
         role = new.metadata.get(ROLE_KEY)
         if old is not None and role is not None and old.metadata.get(ROLE_KEY) == role:
+            if _update_in_place(old, new):
+                shown.append(old)
+                continue
             index = viewer.layers.index(old)
             viewer.layers.remove(old)
             viewer.layers.insert(index, new)
@@ -233,3 +239,16 @@ def show_layers(viewer: Any, layers: Sequence[LayerData]) -> list[Layer]:
             viewer.add_layer(new)
         shown.append(new)
     return shown
+
+
+def _update_in_place(old: Layer, new: Layer) -> bool:
+    """Give ``old`` the data and placement of ``new`` if they are layers of one kind."""
+    if type(old) is not type(new) or old.ndim != new.ndim:
+        return False
+    old.data = new.data
+    old.scale = new.scale
+    old.translate = new.translate
+    old.metadata = dict(new.metadata)
+    if isinstance(new, Labels):
+        old.features = new.features
+    return True

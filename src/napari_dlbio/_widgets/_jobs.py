@@ -2,7 +2,8 @@
 
 Each job takes configs and numpy arrays (never layers or widgets), imports the model code
 when it starts (so TensorFlow is first imported here, through ``models._tf``), yields typed
-events and returns plain results: layer data tuples, table rows, a model folder.  No Qt.
+events and returns plain results: napari layers not yet in a viewer, layer data tuples,
+table rows, a model folder.  No Qt.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from napari.layers import Layer
 
 from napari_dlbio._layers import (
-    LayerData,
     Placement,
     classification_rows,
     gradcam_layer,
@@ -208,7 +209,7 @@ class SegmentationOutcome:
     """A segmentation prediction as layers, with its model and (optional) evaluation."""
 
     model: ModelFolder
-    layers: list[LayerData]
+    layers: list[Layer]
     evaluation: Evaluation | None
 
 
@@ -232,9 +233,14 @@ def predict_segmentation(
     if prediction is None:
         return None
     names = list(model.config.class_names)
-    layers = prediction_layers(
-        prediction.mask, prediction.probabilities, names, placement, image_name, slice_index
-    )
+    # Built here, in the job's thread: a Labels layer of a whole stack takes a noticeable
+    # fraction of a second to construct, which the GUI thread would otherwise stall on.
+    layers = [
+        Layer.create(data, dict(meta), kind)
+        for data, meta, kind in prediction_layers(
+            prediction.mask, prediction.probabilities, names, placement, image_name, slice_index
+        )
+    ]
     evaluation = None
     if reference is not None:
         try:

@@ -11,9 +11,11 @@ started by Python's ``threading`` (see :func:`_relayed`); napari's worker relays
 
 from __future__ import annotations
 
+import importlib
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +74,43 @@ def error_message(error: BaseException, what: str) -> str:
     )
 
 
+# Modules a job imports first thing; importing them loads TensorFlow.
+ENGINE_MODULES = (
+    "napari_dlbio.models.segmentation",
+    "napari_dlbio.models.classification",
+    "napari_dlbio.models.gradcam",
+)
+_engine_ready = threading.Event()
+_warm_up_lock = threading.Lock()
+_warm_up_started = False
+
+
+def warm_up_engine() -> threading.Event:
+    """Import the model code (and TensorFlow) in a background thread, once per session.
+
+    Loading TensorFlow's libraries holds Python's GIL for up to a second, which freezes the
+    window.  Started when a Train or Predict widget opens, that pause comes with opening
+    the widget instead of in the middle of the first job.  Returns an event that is set
+    when the import has finished (or failed: the job that needs it reports the error).
+    """
+    global _warm_up_started
+    with _warm_up_lock:
+        if not _warm_up_started:
+            _warm_up_started = True
+            threading.Thread(target=_import_engine, name="dlbio-warm-up", daemon=True).start()
+    return _engine_ready
+
+
+def _import_engine() -> None:
+    try:
+        for name in ENGINE_MODULES:
+            importlib.import_module(name)
+    except Exception:  # noqa: BLE001  (the first job imports again and reports it)
+        _log.debug("warming up the engine failed", exc_info=True)
+    finally:
+        _engine_ready.set()
+
+
 class Job:
     """One background job of a dock widget.
 
@@ -122,10 +161,15 @@ class Job:
             _start_thread=False,
             _ignore_errors=True,
         )
-        self.worker.yielded.connect(self._handle)
-        self.worker.returned.connect(self._returned)
+        # Signals are handled strictly in order: updating napari's progress bar processes
+        # Qt events, which could otherwise run a later signal (even ``finished``) inside
+        # the handler of an earlier one.
+        self._signals: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._draining = False
+        self.worker.yielded.connect(lambda event: self._in_order(self._handle, event))
+        self.worker.returned.connect(lambda result: self._in_order(self._returned, result))
         self.worker.aborted.connect(self.cancel_token.cancel)
-        self.worker.finished.connect(self._finished)
+        self.worker.finished.connect(lambda: self._in_order(self._finished))
 
     def start(self) -> Job:
         """Start the background thread and return the job."""
@@ -143,6 +187,18 @@ class Job:
     def running(self) -> bool:
         """Whether the job's thread has not finished yet (its results may still come)."""
         return not self._ended
+
+    def _in_order(self, handler: Callable[..., None], *args: Any) -> None:
+        self._signals.append((handler, args))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._signals:
+                next_handler, next_args = self._signals.popleft()
+                next_handler(*next_args)
+        finally:
+            self._draining = False
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, JobFailed):

@@ -45,7 +45,7 @@ from napari_dlbio._widgets._jobs import (
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
 from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job
+from napari_dlbio._widgets._worker import Job, warm_up_engine
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
@@ -68,6 +68,7 @@ class PredictWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        warm_up_engine()
         self.job: Job | None = None
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()

@@ -32,7 +32,7 @@ from napari_dlbio._widgets._config_form import ConfigForm, Setting
 from napari_dlbio._widgets._jobs import ModelSource, TrainOutcome, TrainRequest, train
 from napari_dlbio._widgets._plot import LossPlot
 from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job
+from napari_dlbio._widgets._worker import Job, warm_up_engine
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
@@ -94,6 +94,7 @@ class TrainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
+        warm_up_engine()
         self.job: Job | None = None
         self.outcome: TrainOutcome | None = None
         self.image_combo = LayerCombo(napari_viewer, Image)

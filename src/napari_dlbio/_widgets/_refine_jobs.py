@@ -1,0 +1,264 @@
+"""The Correct & fine-tune widget's burst job and its numpy helpers (no Qt).
+
+A burst trains the widget's :class:`~napari_dlbio.models.interactive.FineTuner` for a few
+seconds and re-predicts the slice the user looks at.  The helpers line a prediction up
+with an annotation, score their agreement and find where the model is least sure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+
+from napari_dlbio._layers import (
+    ROLE_KEY,
+    UNCERTAINTY,
+    LayerData,
+    Placement,
+    prediction_layers,
+)
+from napari_dlbio._widgets._common import annotation_class_names, image_data, placement_of
+from napari_dlbio._widgets._jobs import Job
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.events import CancelToken
+from napari_dlbio.core.labels import check_annotation, classes_from_annotation, prediction_edit
+from napari_dlbio.core.metrics import segmentation_report
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+from napari_dlbio.core.uncertainty import most_uncertain_region
+
+if TYPE_CHECKING:
+    from napari_dlbio.models.interactive import FineTuner
+    from napari_dlbio.models.store import ModelFolder
+
+DISAGREEMENT = "disagreement"
+"""Role of the layer marking annotated pixels where the prediction says otherwise."""
+
+
+@dataclass(frozen=True)
+class BurstRequest:
+    """What one burst needs.
+
+    Attributes
+    ----------
+    images
+        The image layer's data, not copied (the tuner keeps it normalised between bursts).
+    annotation
+        A snapshot of the annotation (0 = not annotated, k + 1 = class k).
+    recent
+        Pixels painted since the last burst, or ``None``.
+    seconds
+        Length of the burst.
+    config
+        Settings of a new tuner: a new network's, or the training settings for ``start``.
+    start
+        The model a new tuner starts from; ``None`` starts from scratch.
+    slice_index
+        The slice to re-predict; ``None`` for a 2D image.
+    placement, image_name
+        Where the image lies and its name, for the result layers.
+    """
+
+    images: Any
+    annotation: np.ndarray
+    recent: np.ndarray | None
+    seconds: float
+    config: SegmentationConfig
+    start: ModelFolder | None
+    slice_index: int | None
+    placement: Placement
+    image_name: str
+
+
+@dataclass
+class TunerSlot:
+    """What lives on between bursts: the tuner (a job fills it once the network is built),
+    the model it stands for and the annotation as it was at the last burst."""
+
+    tuner: FineTuner | None = None
+    tuned_from: ModelFolder | None = None
+    baseline: tuple[int, np.ndarray] | None = None
+    images: Any = None  # the tuner caches images by id(): keep that id taken
+
+    def request(
+        self,
+        image: Image,
+        annotation: Labels,
+        model: ModelFolder | None,
+        config: SegmentationConfig | None,
+        seconds: float,
+        slice_index: int | None,
+    ) -> BurstRequest:
+        """The next burst's request; ``model`` is the session's current model.
+
+        Without a tuner, a new one starts from ``model`` (a segmentation model) or from
+        scratch with the annotation's classes; ``config`` (or the model's, or the default
+        settings) gives the training settings.  A tuner made for another model is dropped.
+        """
+        # A snapshot: the user goes on painting while the network trains.
+        snapshot = np.array(annotation.data, dtype=np.uint8, copy=True)
+        if model is not None and model.task is not Task.SEGMENTATION:
+            model = None
+        if self.tuner is not None and model is not None and model is not self.tuned_from:
+            self.tuner = None  # another model was trained or loaded: start from it
+        if self.tuner is not None:
+            config, model = self.tuner.config, None
+        elif model is not None:
+            config = config or model.config
+        else:
+            names = annotation_class_names(annotation) or default_names(snapshot)
+            config = (config or SegmentationConfig()).replace(
+                class_names=tuple(names), input_channels=3 if image.rgb else 1
+            )
+        if self.tuner is None:
+            self.tuned_from = model
+        images = image_data(image)
+        n_classes = (model.config if model is not None else config).n_classes
+        check_annotation(snapshot, n_classes, tuple(images.shape))
+        recent = None
+        if self.baseline is not None and self.baseline[0] == id(annotation):
+            before = self.baseline[1]
+            recent = snapshot != before if before.shape == snapshot.shape else None
+        self.images = images
+        where, name = placement_of(image), image.name
+        return BurstRequest(
+            images, snapshot, recent, seconds, config, model, slice_index, where, name
+        )
+
+    def published(self, annotation: Labels, snapshot: np.ndarray) -> ModelFolder | None:
+        """After a finished burst: the model to share; ``snapshot`` becomes the baseline."""
+        self.baseline = (id(annotation), snapshot)
+        self.tuned_from = None if self.tuner is None else self.tuner.model
+        return self.tuned_from
+
+
+def fine_tune_burst(request: BurstRequest, slot: TunerSlot, *, cancel: CancelToken) -> Job:
+    """Train for a burst, then re-predict the slice; return its layers (none if stopped)."""
+    from napari_dlbio.models.interactive import FineTuner
+    from napari_dlbio.models.segmentation import iter_predict_segmentation
+
+    if slot.tuner is None:
+        slot.tuner = FineTuner(request.config, request.start)
+    tuner = slot.tuner
+    model = yield from tuner.iter_burst(
+        request.images,
+        request.annotation,
+        seconds=request.seconds,
+        recent=request.recent,
+        cancel=cancel,
+    )
+    if cancel.cancelled:
+        return []
+    index = request.slice_index
+    images = request.images if index is None else request.images[index : index + 1]
+    prediction = yield from iter_predict_segmentation(model, np.asarray(images), cancel=cancel)
+    if prediction is None:
+        return []
+    names = list(tuner.config.class_names)
+    where, name = request.placement, request.image_name
+    data = prediction_layers(prediction.mask, prediction.probabilities, names, where, name, index)
+    # Built here, off the GUI thread, like the Predict widget's layers.
+    return [Layer.create(array, dict(meta), kind) for array, meta, kind in data]
+
+
+def aligned(prediction: Labels, annotation: Labels) -> tuple[int, np.ndarray]:
+    """The prediction as (Z', Y, X) and the annotation slice its first slice lies on."""
+    mask = np.asarray(prediction.data)
+    shape = annotation.data.shape
+    if annotation.ndim == 2 and mask.shape in (shape, (1, *shape)):
+        return 0, mask.reshape(1, *shape)
+    if annotation.ndim != 3 or mask.ndim != 3 or mask.shape[1:] != shape[1:]:
+        raise InputDataError(
+            f"the prediction {mask.shape} does not fit the annotation {shape}; choose the "
+            "mask predicted for this image."
+        )
+    first = round((prediction.translate[0] - annotation.translate[0]) / annotation.scale[0])
+    return int(first), mask
+
+
+def accept_edit(
+    annotation: Labels, prediction: Labels, index: int | None, overwrite: bool
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The undoable edit copying the prediction into slice ``index`` (``None``: all slices).
+
+    Returns full-dimensional indices and values for ``annotation.data_setitem``.
+    """
+    stack = annotation.ndim == 3
+    data = annotation.data if stack else annotation.data[np.newaxis]
+    first, mask = aligned(prediction, annotation)
+    if index is None:
+        low, high = max(first, 0), min(first + len(mask), len(data))
+    else:
+        low, high = index, index + 1
+    if low < first or high > first + len(mask) or low >= high:
+        raise InputDataError(f"the prediction does not cover slice {low}; predict it first.")
+    indices, values = prediction_edit(
+        np.asarray(data[low:high]), mask[low - first : high - first], overwrite=overwrite
+    )
+    return ((indices[0] + low, *indices[1:]) if stack else indices[1:]), values
+
+
+def agreement(annotation: Labels, prediction: Labels, z: int) -> tuple[str, np.ndarray]:
+    """IoU / Dice per class on the annotated pixels of slice ``z``, as text, and the
+    (Y, X) mask of annotated pixels the prediction disagrees with."""
+    first, mask = aligned(prediction, annotation)
+    if not first <= z < first + len(mask):
+        raise InputDataError(f"the prediction does not cover slice {z}; predict it.")
+    painted = np.asarray(annotation.data[z] if annotation.ndim == 3 else annotation.data)
+    classes, annotated = classes_from_annotation(painted)
+    predicted = mask[z - first]
+    names = [str(name) for name in prediction.metadata.get("class_names", ())]
+    names = names or annotation_class_names(annotation)
+    n_classes = max(int(classes.max()), int(predicted.max())) + 1
+    names += [f"class {k}" for k in range(len(names), n_classes)]
+    report = segmentation_report(classes, predicted, names, annotated)
+    lines = [f"slice {z}: {int(annotated.sum())} annotated pixels"]
+    for name, figures in report["classes"].items():
+        iou, dice = (_figure(figures[key]) for key in ("iou", "dice"))
+        lines.append(f"{name}: IoU {iou}, Dice {dice}")
+    return "\n".join(lines), annotated & (classes != predicted)
+
+
+def disagreement_layer(wrong: np.ndarray, annotation: Labels, z: int) -> LayerData:
+    """A one-slice Labels layer on slice ``z`` of ``annotation`` marking ``wrong`` pixels."""
+    data, where = wrong.astype(np.uint8), placement_of(annotation)
+    if annotation.ndim == 3:
+        data, where = data[np.newaxis], where.at_slice(z)
+    meta = {
+        "name": f"{annotation.name} disagreement",
+        **where.meta(),
+        "colormap": {None: "transparent", 0: "transparent", 1: "#ff0000"},
+        "metadata": {ROLE_KEY: DISAGREEMENT, "slice": z},
+        "opacity": 0.8,
+    }
+    return data, meta, "labels"
+
+
+def most_uncertain_point(
+    layers: Iterable[Layer], source: str | None, window: int
+) -> tuple[float, ...] | None:
+    """World coordinates of the centre of the most uncertain ``window``-pixel square of
+    the uncertainty map predicted for ``source`` (or any map); ``None`` without maps."""
+    maps = [layer for layer in layers if layer.metadata.get(ROLE_KEY) == UNCERTAINTY]
+    mine = [layer for layer in maps if layer.metadata.get("source") == source]
+    if not maps:
+        return None
+    uncertainty = (mine or maps)[0]
+    z, y, x = most_uncertain_region(np.asarray(uncertainty.data), window)
+    index = (z, y, x) if uncertainty.ndim == 3 else (y, x)
+    pairs = zip(uncertainty.translate, uncertainty.scale, index, strict=True)
+    return tuple(float(t + s * i) for t, s, i in pairs)
+
+
+def default_names(annotation: np.ndarray) -> list[str]:
+    """Class names for an annotation without any: background and one per painted label."""
+    classes = max(int(annotation.max(initial=0)), 2)
+    return ["background", *(f"class {k}" for k in range(1, classes))]
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

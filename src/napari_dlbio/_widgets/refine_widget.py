@@ -1,0 +1,349 @@
+"""Correct & fine-tune: accept a prediction, paint corrections, fine-tune in short bursts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dlbio._layers import PREDICTION, ROLE_KEY
+from napari_dlbio._widgets._common import (
+    LayerCombo,
+    _disconnect,
+    connect_while_alive,
+    current_index,
+    show_layers,
+)
+from napari_dlbio._widgets._refine_jobs import (
+    DISAGREEMENT,
+    BurstRequest,
+    TunerSlot,
+    accept_edit,
+    agreement,
+    disagreement_layer,
+    fine_tune_burst,
+    most_uncertain_point,
+)
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio.core.errors import DlbioError, InputDataError
+from napari_dlbio.core.events import BatchEnded, Event, RunState, TrainingStarted
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+
+CURRENT_SLICE, WHOLE_STACK = "current slice", "whole stack"
+BURST_SECONDS = 10.0  # models.interactive.DEFAULT_BURST_SECONDS, known without TensorFlow
+UNCERTAIN_WINDOW = 128
+AGREEMENT_DELAY_MS, AUTO_DELAY_MS = 300, 1500
+_RESULTS = (PREDICTION, DISAGREEMENT)
+
+
+class RefineWidget(QWidget):
+    """Human in the loop: accept a prediction, correct it, fine-tune on the corrections.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer the widget is docked in.
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        warm_up_engine()
+        self.job: Job | None = None
+        self.config: SegmentationConfig | None = None  # None: the model's or default settings
+        self.slot = TunerSlot()  # the compiled network lives on between bursts
+        self._dirty = False
+        self._started, self._seconds = 0.0, BURST_SECONDS
+        self._watched: list[tuple[Any, Any]] = []
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.annotation_combo = LayerCombo(napari_viewer, Labels)
+        self.prediction_combo = LayerCombo(napari_viewer, Labels)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
+        self.overwrite_check = QCheckBox("overwrite my annotations")
+        self.accept_button = QPushButton("Accept prediction")
+        self.agreement_label = QLabel()
+        self.agreement_label.setWordWrap(True)
+        self.disagreement_check = QCheckBox("show disagreement")
+        self.seconds_spin = QDoubleSpinBox()
+        self.seconds_spin.setRange(1.0, 600.0)
+        self.seconds_spin.setSuffix(" s")
+        self.seconds_spin.setValue(BURST_SECONDS)
+        self.auto_check = QCheckBox("auto: fine-tune when I stop painting")
+        self.fine_tune_button = QPushButton("Fine-tune on corrections")
+        self.stop_button = QPushButton("Stop")
+        self.progress_bar = QProgressBar()
+        self.uncertain_button = QPushButton("Go to the most uncertain region")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Annotation", self.annotation_combo)
+        form.addRow("Prediction", self.prediction_combo)
+        form.addRow("Accept on", self.scope_combo)
+        form.addRow(self.overwrite_check)
+        form.addRow(self.accept_button)
+        form.addRow("Agreement", self.agreement_label)
+        form.addRow(self.disagreement_check)
+        form.addRow("Burst length", self.seconds_spin)
+        form.addRow(self.auto_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.fine_tune_button)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.uncertain_button)
+        layout.addWidget(self.status_label)
+        layout.addStretch()
+
+        self._agreement_timer = _single_shot(self, AGREEMENT_DELAY_MS, self.update_agreement)
+        self._auto_timer = _single_shot(self, AUTO_DELAY_MS, self._auto_burst)
+        self.accept_button.clicked.connect(self.accept_prediction)
+        self.fine_tune_button.clicked.connect(self.fine_tune)
+        self.stop_button.clicked.connect(self.stop)
+        self.uncertain_button.clicked.connect(self.go_to_uncertain)
+        self.disagreement_check.toggled.connect(self._toggle_disagreement)
+        for combo in (self.annotation_combo, self.prediction_combo):
+            combo.currentIndexChanged.connect(self._watch)
+        inserted = napari_viewer.layers.events.inserted
+        connect_while_alive(inserted, lambda event: self._adopt(event.value), self)
+        step = napari_viewer.dims.events.current_step
+        connect_while_alive(step, self._schedule_agreement, self)
+        for layer in napari_viewer.layers:
+            self._adopt(layer)
+        self._watch()
+        self._set_running(False)
+
+    def accept_prediction(self) -> int:
+        """Copy the prediction into the annotation as one undoable edit; return its size.
+
+        Pixels the user painted are kept unless "overwrite my annotations" is on.
+        """
+        annotation, prediction = self.annotation_combo.layer(), self._prediction()
+        try:
+            if annotation is None or prediction is None:
+                raise InputDataError("choose the annotation and the prediction mask first.")
+            stack = annotation.ndim == 3
+            index = None if self.scope_combo.currentText() == WHOLE_STACK else 0
+            if stack and index is not None:
+                index = current_index(self.viewer, annotation)
+            overwrite = self.overwrite_check.isChecked()
+            indices, values = accept_edit(annotation, prediction, index, overwrite)
+        except DlbioError as error:
+            show_error(f"Cannot accept the prediction: {error}")
+            return 0
+        if values.size:
+            annotation.data_setitem(indices, values)
+        self.status_label.setText(f"Accepted {values.size} pixels (Ctrl+Z on the layer undoes).")
+        return int(values.size)
+
+    def update_agreement(self) -> None:
+        """Show IoU / Dice of the prediction on the annotated pixels of the current slice."""
+        annotation, prediction = self.annotation_combo.layer(), self._prediction()
+        if annotation is None or prediction is None:
+            self.agreement_label.setText("Choose an annotation and a prediction mask.")
+            return
+        z = current_index(self.viewer, annotation) if annotation.ndim == 3 else 0
+        try:
+            text, wrong = agreement(annotation, prediction, z)
+        except DlbioError as error:
+            self.agreement_label.setText(f"Not scored: {error}")
+            return
+        self.agreement_label.setText(text)
+        if self.disagreement_check.isChecked():
+            self._show_results([disagreement_layer(wrong, annotation, z)])
+
+    def fine_tune(self) -> Job | None:
+        """Fine-tune in the background for one burst, then re-predict the current slice."""
+        if self.running:
+            return None
+        try:
+            request = self._request()
+        except DlbioError as error:
+            show_error(f"Cannot fine-tune yet: {error}")
+            return None
+        self._dirty, self._seconds = False, request.seconds
+        snapshot = request.annotation
+        self.status_label.setText("Fine-tuning (the first burst also builds the network)...")
+        self._set_running(True)  # first: creating the job's progress bar runs the event loop
+        self.job = Job(
+            fine_tune_burst,
+            request,
+            self.slot,
+            description="Fine-tuning",
+            on_event=self._on_event,
+            on_result=self._show_burst,
+            on_done=lambda state: self._on_done(state, snapshot),
+            bar=self.progress_bar,
+        )
+        return self.job.start()
+
+    def stop(self) -> None:
+        """Stop the burst after the current step; annotations and layers stay as they are."""
+        if self.running and self.job is not None:
+            self.job.stop()
+            self.stop_button.setEnabled(False)
+
+    def go_to_uncertain(self) -> tuple[float, ...] | None:
+        """Show the slice and centre on the square where the prediction is least sure."""
+        prediction = self._prediction()
+        source = prediction.metadata.get("source") if prediction is not None else None
+        point = most_uncertain_point(self.viewer.layers, source, UNCERTAIN_WINDOW)
+        if point is None:
+            show_error("No uncertainty map yet: predict (Predict & inspect) or fine-tune first.")
+            return None
+        if len(point) == 3:
+            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, point[0])
+        camera = getattr(self.viewer, "scene", self.viewer).camera  # napari >= 0.9: scene
+        camera.center = point[-2:]
+        self.status_label.setText("Centred on the most uncertain region: check it and correct.")
+        return point
+
+    @property
+    def running(self) -> bool:
+        """Whether a burst is under way."""
+        return self.job is not None and self.job.running
+
+    def _request(self) -> BurstRequest:
+        image, annotation = self.image_combo.layer(), self.annotation_combo.layer()
+        if image is None or annotation is None:
+            raise InputDataError("choose the image and the annotation layer painted on it.")
+        index = current_index(self.viewer, image) if annotation.ndim == 3 else None
+        model, seconds = self.session.model, self.seconds_spin.value()
+        return self.slot.request(image, annotation, model, self.config, seconds, index)
+
+    def _on_event(self, event: Event) -> None:
+        if not self.running:
+            # napari's progress bar runs the event loop while a job's event is handled, so
+            # the job's end may already have been handled when its last step arrives here.
+            return
+        if isinstance(event, TrainingStarted):
+            self._started = time.perf_counter()
+            self.status_label.setText(f"Fine-tuning on {event.device}...")
+        elif isinstance(event, BatchEnded):
+            seconds = self._seconds
+            elapsed = min(time.perf_counter() - self._started, seconds)
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(int(1000 * elapsed / seconds))
+            self.status_label.setText(
+                f"Fine-tuning: step {event.step}, loss {event.loss:.3f} "
+                f"({elapsed:.0f} / {seconds:.0f} s)"
+            )
+
+    def _show_burst(self, layers: list[Layer]) -> None:
+        if not layers:
+            return
+        mask, *_ = self._show_results(layers)
+        self.prediction_combo.select(mask)
+        self.update_agreement()
+
+    def _on_done(self, state: RunState, snapshot: np.ndarray) -> None:
+        self._set_running(False)
+        annotation = self.annotation_combo.layer()
+        if state is RunState.DONE and annotation is not None:
+            model = self.slot.published(annotation, snapshot)
+            if model is not None:
+                self.session.set_model(model)
+            self.status_label.setText("Done: the mask of this slice is the new model's.")
+            if self.auto_check.isChecked() and self._dirty:
+                self._auto_timer.start()
+        elif state is RunState.CANCELLED:
+            self._dirty = True
+            self.status_label.setText("Stopped; annotations and layers are as they were.")
+        elif state is RunState.FAILED:
+            self.auto_check.setChecked(False)
+            self.status_label.setText("Failed; see the notification. Auto fine-tuning is off.")
+
+    def _set_running(self, running: bool) -> None:
+        self.fine_tune_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.image_combo.setEnabled(not running)
+        self.annotation_combo.setEnabled(not running)
+
+    def _auto_burst(self) -> None:
+        if self.auto_check.isChecked() and self._dirty and not self.running:
+            self.fine_tune()
+
+    def _on_painted(self, *_: Any) -> None:
+        self._dirty = True
+        self._agreement_timer.start()
+        if self.auto_check.isChecked():
+            self._auto_timer.start()
+
+    def _watch(self, *_: Any) -> None:
+        """Follow the edits of the chosen annotation and prediction layers."""
+        for emitter, callback in self._watched:
+            _disconnect(emitter, callback)
+        annotation, prediction = self.annotation_combo.layer(), self._prediction()
+        self._watched = []
+        if annotation is not None:
+            events = annotation.events
+            self._watched += [(events.paint, self._on_painted), (events.data, self._on_painted)]
+        if prediction is not None:
+            self._watched.append((prediction.events.data, self._schedule_agreement))
+        for emitter, callback in self._watched:
+            connect_while_alive(emitter, callback, self)
+        self._agreement_timer.start()
+
+    def _schedule_agreement(self, *_: Any) -> None:
+        self._agreement_timer.start()
+
+    def _toggle_disagreement(self, shown: bool) -> None:
+        if shown:
+            self._agreement_timer.start()
+            return
+        for layer in list(self.viewer.layers):
+            if layer.metadata.get(ROLE_KEY) == DISAGREEMENT:
+                self.viewer.layers.remove(layer)
+
+    def _adopt(self, layer: Layer, *_: Any) -> None:
+        """Choose a new prediction mask, and a painted layer while none is chosen."""
+        role, chosen = layer.metadata.get(ROLE_KEY), self.annotation_combo.layer()
+        unchosen = chosen is None or chosen.metadata.get(ROLE_KEY) in _RESULTS
+        if role == PREDICTION:
+            self.prediction_combo.select(layer)
+        elif isinstance(layer, Labels) and role not in _RESULTS and unchosen:
+            self.annotation_combo.select(layer)
+
+    def _prediction(self) -> Labels | None:
+        layer = self.prediction_combo.layer()
+        if layer is None or layer is self.annotation_combo.layer():
+            return None
+        return None if layer.metadata.get(ROLE_KEY) == DISAGREEMENT else layer
+
+    def _show_results(self, layers: list[Any]) -> list[Layer]:
+        """Add or update result layers without taking the brush away from the annotation."""
+        active = self.viewer.layers.selection.active
+        shown = show_layers(self.viewer, layers)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        return shown
+
+
+def _single_shot(parent: QWidget, milliseconds: int, slot: Any) -> QTimer:
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(milliseconds)
+    timer.timeout.connect(slot)
+    return timer

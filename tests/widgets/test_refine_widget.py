@@ -1,0 +1,205 @@
+"""Correct & fine-tune: accept, live agreement, bursts that keep the network, Stop, uncertainty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Layer
+
+from napari_dlbio._layers import Placement, prediction_layers
+from napari_dlbio._widgets._common import current_index
+from napari_dlbio._widgets.refine_widget import WHOLE_STACK, RefineWidget
+from napari_dlbio.core.events import RunState
+from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
+
+pytestmark = pytest.mark.gui
+
+NAMES = ["background", "membrane"]
+TINY = SegmentationConfig(
+    network=UNetConfig(depth=2, base_filters=4),
+    patch_size=32,
+    batch_size=2,
+    tile_size=128,
+    tile_overlap=16,
+)
+
+
+def _widget(viewer) -> RefineWidget:
+    widget = RefineWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return widget
+
+
+def _predicted(viewer, mask, probabilities=None, scale=(1.0, 1.0, 1.0)):
+    """An image, an empty annotation and the plugin's prediction layers for that image."""
+    image = viewer.add_image(np.zeros(mask.shape, np.uint8), name="em", scale=scale)
+    annotation = viewer.add_labels(
+        np.zeros(mask.shape, np.uint8), name="painted", scale=scale, metadata={"class_names": NAMES}
+    )
+    if probabilities is None:
+        probabilities = np.eye(2, dtype=np.float32)[mask]
+    where = Placement(scale, (0.0,) * 3)
+    for data in prediction_layers(mask, probabilities, NAMES, where, "em"):
+        viewer.add_layer(Layer.create(*data))
+    return image, annotation
+
+
+def _half_membrane(shape=(3, 32, 32)) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[..., : shape[-1] // 2] = 1
+    return mask
+
+
+def test_accept_keeps_painted_pixels_undo_restores_and_overwrite_replaces(viewer) -> None:
+    mask = _half_membrane()
+    _, annotation = _predicted(viewer, mask)
+    annotation.data[1, :4] = 2  # the user painted membrane over the top rows of slice 1
+    before = annotation.data.copy()
+    widget = _widget(viewer)
+    assert widget.annotation_combo.layer() is annotation
+    assert widget.prediction_combo.currentText() == "em mask"
+    viewer.dims.set_point(0, 1)
+
+    widget.accept_button.click()
+    np.testing.assert_array_equal(annotation.data[1, :4], 2)
+    np.testing.assert_array_equal(annotation.data[1, 4:], mask[1, 4:] + 1)
+    np.testing.assert_array_equal(annotation.data[[0, 2]], 0)
+    assert "Accepted" in widget.status_label.text()
+    annotation.undo()
+    np.testing.assert_array_equal(annotation.data, before)
+
+    widget.overwrite_check.setChecked(True)
+    widget.scope_combo.setCurrentText(WHOLE_STACK)
+    widget.accept_button.click()
+    np.testing.assert_array_equal(annotation.data, mask + 1)
+
+
+def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(viewer, qtbot) -> None:
+    _, annotation = _predicted(viewer, _half_membrane())
+    widget = _widget(viewer)
+    viewer.layers.selection.active = annotation
+    viewer.dims.set_point(0, 0)
+    rows, cols = np.nonzero(np.ones((2, 32), bool))
+    annotation.data_setitem((np.zeros_like(rows), rows, cols), 2)  # two rows of membrane
+
+    qtbot.waitUntil(lambda: "membrane: IoU 0.500, Dice 0.667" in widget.agreement_label.text())
+    assert "background: IoU 0.000" in widget.agreement_label.text()
+    assert "slice 0: 64 annotated pixels" in widget.agreement_label.text()
+
+    widget.disagreement_check.setChecked(True)
+    qtbot.waitUntil(lambda: "painted disagreement" in viewer.layers, timeout=2000)
+    disagreement = viewer.layers["painted disagreement"]
+    expected = np.zeros((1, 32, 32), np.uint8)
+    expected[0, :2, 16:] = 1
+    np.testing.assert_array_equal(disagreement.data, expected)
+    assert viewer.layers.selection.active is annotation  # the brush stays on the annotation
+
+    # Background painted where the prediction says background: agreement, nothing marked.
+    annotation.data_setitem((np.zeros(16, int), np.full(16, 5), np.arange(16, 32)), 1)
+    qtbot.waitUntil(lambda: "80 annotated" in widget.agreement_label.text(), timeout=2000)
+    assert disagreement.data[0, 5].sum() == 0
+    np.testing.assert_array_equal(disagreement.data, expected)
+    widget.disagreement_check.setChecked(False)
+    assert "painted disagreement" not in viewer.layers
+
+
+def test_most_uncertain_region_moves_to_its_slice_and_centre(viewer, shown_errors) -> None:
+    widget = _widget(viewer)
+    widget.uncertain_button.click()
+    assert any("No uncertainty map yet" in text for text in shown_errors())
+
+    mask = np.zeros((3, 256, 256), np.uint8)
+    probabilities = np.eye(2, dtype=np.float32)[mask]
+    probabilities[2, 128:, :128] = 0.5
+    image, _ = _predicted(viewer, mask, probabilities, scale=(2.0, 1.0, 1.0))
+    viewer.dims.set_point(0, 0)
+    widget.uncertain_button.click()
+    assert current_index(viewer, image) == 2
+    camera = getattr(viewer, "scene", viewer).camera
+    assert camera.center[-2:] == pytest.approx((192.0, 64.0))
+
+
+def test_fine_tuning_with_nothing_painted_says_what_to_do(viewer, isbi, shown_errors) -> None:
+    image, _ = isbi
+    empty = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="empty")
+    widget = _widget(viewer)
+    widget.annotation_combo.select(empty)
+    widget.fine_tune_button.click()
+    assert widget.job is None
+    assert any("paint at least a few strokes" in text for text in shown_errors())
+    assert widget.fine_tune_button.isEnabled()
+
+
+def _scribbles(viewer, isbi):
+    image, dense = isbi
+    scribbles = np.zeros_like(dense.data)
+    scribbles[0, ::16] = dense.data[0, ::16]  # every 16th row of slice 0
+    annotation = viewer.add_labels(scribbles, name="scribbles", metadata={"class_names": NAMES})
+    widget = _widget(viewer)
+    widget.image_combo.select(image)
+    widget.annotation_combo.select(annotation)
+    widget.config = TINY
+    viewer.dims.set_point(0, 0)
+    viewer.layers.selection.active = annotation
+    return widget, annotation
+
+
+def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
+    viewer, isbi, finish, shown_errors
+) -> None:
+    from napari_dlbio.models.interactive import DEFAULT_BURST_SECONDS
+
+    widget, annotation = _scribbles(viewer, isbi)
+    assert widget.seconds_spin.value() == DEFAULT_BURST_SECONDS
+    widget.seconds_spin.setValue(2.0)
+    widget.fine_tune_button.click()
+    assert not widget.fine_tune_button.isEnabled()
+    assert widget.stop_button.isEnabled()
+    finish(widget, 120)
+    assert shown_errors() == []
+    assert widget.job.state is RunState.DONE
+    mask = viewer.layers["ISBI 2012 EM mask"]
+    assert mask.data.shape == (1, 512, 512)
+    assert mask.metadata["slice"] == 0
+    assert set(np.unique(mask.data)) <= {0, 1}
+    assert widget.prediction_combo.layer() is mask
+    assert "membrane: IoU" in widget.agreement_label.text()
+    assert widget.session.model.config.class_names == tuple(NAMES)
+    assert viewer.layers.selection.active is annotation
+    assert widget.fine_tune_button.isEnabled()
+    assert not widget.stop_button.isEnabled()
+
+    tuner, first_model = widget.slot.tuner, widget.session.model
+    rows, cols = np.nonzero(np.ones((4, 512), bool))
+    annotation.data_setitem((np.zeros_like(rows), rows + 200, cols), 1)  # a correction
+    widget.fine_tune_button.click()
+    finish(widget, 120)
+    assert widget.job.state is RunState.DONE
+    assert widget.slot.tuner is tuner  # the compiled network was kept
+    assert widget.session.model is not first_model
+    np.testing.assert_array_equal(widget.slot.baseline[1], annotation.data)
+
+
+def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
+    viewer, isbi, qtbot, finish, shown_errors
+) -> None:
+    widget, annotation = _scribbles(viewer, isbi)
+    widget.seconds_spin.setValue(120.0)
+    widget.auto_check.setChecked(True)
+    rows, cols = np.nonzero(np.ones((2, 512), bool))
+    annotation.data_setitem((np.zeros_like(rows), rows + 300, cols), 1)  # the user paints
+    painted = annotation.data.copy()
+    names = [layer.name for layer in viewer.layers]
+    qtbot.waitUntil(lambda: widget.job is not None, timeout=5000)  # ~1.5 s after painting
+    qtbot.waitUntil(lambda: "step" in widget.status_label.text(), timeout=120_000)
+    widget.stop_button.click()
+    assert not widget.stop_button.isEnabled()
+    finish(widget, 60)
+    assert shown_errors() == []
+    assert widget.job.state is RunState.CANCELLED
+    np.testing.assert_array_equal(annotation.data, painted)
+    assert [layer.name for layer in viewer.layers] == names
+    assert widget.session.model is None
+    assert widget.fine_tune_button.isEnabled()
+    assert not widget.stop_button.isEnabled()
+    assert "Stopped" in widget.status_label.text()
