@@ -11,6 +11,7 @@ from napari_dlbio._layers import metrics_csv
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice
+from napari_dlbio.core.io import atomic_file
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -33,7 +34,9 @@ def export_image(path: Path, data: np.ndarray, *, cancel: CancelToken) -> Job:
     import tifffile
 
     _refuse_existing(path)
-    tifffile.imwrite(path, np.asarray(data, dtype=np.float32), compression="zlib")
+    # Under a temporary name first: a full disk or a failing drive leaves no partial file.
+    with atomic_file(path) as partial:
+        tifffile.imwrite(partial, np.asarray(data, dtype=np.float32), compression="zlib")
     yield Notice(f"Saved {path}.")
     return [str(path)]
 
@@ -41,7 +44,8 @@ def export_image(path: Path, data: np.ndarray, *, cancel: CancelToken) -> Job:
 def export_metrics(path: Path, rows: list[dict[str, Any]], *, cancel: CancelToken) -> Job:
     """Write metric rows as a new CSV file."""
     _refuse_existing(path)
-    path.write_text(metrics_csv(rows), encoding="utf-8")
+    with atomic_file(path) as partial:
+        partial.write_text(metrics_csv(rows), encoding="utf-8")
     yield Notice(f"Saved {path}.")
     return [str(path)]
 

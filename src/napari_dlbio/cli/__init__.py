@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from napari_dlbio import __version__
 from napari_dlbio.core.errors import DlbioError
 
+# The model store refuses larger config.json files too.
+_MAX_CONFIG_BYTES = 10 * 2**20
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dlbio`` argument parser (all sub-commands)."""
@@ -68,12 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dlbio``; return the process exit code."""
+    _print_any_file_name()
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except DlbioError as error:
         sys.stderr.write(f"dlbio: error: {error}\n")
         return 2
+    except MemoryError:
+        # A traceback would hide the one thing the user can change.
+        sys.stderr.write(
+            "dlbio: error: out of memory. Lower batch_size, patch_size or tile_size in the "
+            "--config settings, crop the images, or use a computer with more memory.\n"
+        )
+        return 2
+
+
+def _print_any_file_name() -> None:
+    """Let standard output print file names that are not valid UTF-8.
+
+    Python reads such names with lone surrogates ("caf\\udce9"); a strict UTF-8 stream
+    would then fail on the summary line after the work is done.  They are written back
+    as the bytes they came from, as ``ls`` prints them.
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -96,8 +119,11 @@ def _model_task(model_dir: str) -> str:
 
     config_path = Path(model_dir) / "config.json"
     try:
+        # A regular file of sane size only: a device or a huge file is no model description.
+        if not config_path.is_file() or config_path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ValueError(config_path)
         return str(json.loads(config_path.read_text(encoding="utf-8"))["task"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise ModelFolderError(
             f"{model_dir} is not a napari-dlbio model folder (no readable config.json)."
         ) from None

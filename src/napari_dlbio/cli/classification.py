@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,14 +30,15 @@ from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice, RunState, run_to_end
-from napari_dlbio.core.io import IMAGE_SUFFIXES, OutputExistsError, natural_key
+from napari_dlbio.core.io import IMAGE_SUFFIXES, OutputExistsError, atomic_file, natural_key
 
 
 def train(args: argparse.Namespace) -> int:
     """``dlbio train --task classify``: read a class folder, train, save the model folder."""
     from napari_dlbio.models.classification import iter_train_classifier
-    from napari_dlbio.models.store import load_model_folder, save_model_folder
+    from napari_dlbio.models.store import check_destination, load_model_folder, save_model_folder
 
+    check_destination(args.out)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     initial = load_model_folder(args.from_model, Task.CLASSIFICATION) if args.from_model else None
     config = _training_config(args, initial)
@@ -248,19 +247,19 @@ def _write_csv(
     probabilities: np.ndarray,
     class_names: Sequence[str],
 ) -> None:
-    """path, predicted_class, probability: one row per image, written atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".csv", dir=out.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["path", "predicted_class", "probability"])
-            for path, index, row in zip(paths, predicted, probabilities, strict=True):
-                writer.writerow([str(path), class_names[index], f"{row[index]:.6f}"])
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """path, predicted_class, probability: one row per image, written atomically.
+
+    File names that are not valid UTF-8 are written as their original bytes, so every
+    path in the table names its file exactly.
+    """
+    with (
+        atomic_file(out) as partial,
+        partial.open("w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
+    ):
+        writer = csv.writer(stream)
+        writer.writerow(["path", "predicted_class", "probability"])
+        for path, index, row in zip(paths, predicted, probabilities, strict=True):
+            writer.writerow([str(path), class_names[index], f"{row[index]:.6f}"])
 
 
 def _write_cams(
@@ -279,9 +278,9 @@ def _write_cams(
 
     for done, (path, index) in enumerate(zip(paths, predicted, strict=True), start=1):
         cam = grad_cam(model, read_image(path), int(index))
-        target = names[path]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tifffile.imwrite(target, cam, metadata={"class": model.config.class_names[index]})
+        # Under a temporary name first, so a full disk leaves no half-written map.
+        with atomic_file(names[path]) as partial:
+            tifffile.imwrite(partial, cam, metadata={"class": model.config.class_names[index]})
         printer(TileDone(done, len(paths)))
 
 

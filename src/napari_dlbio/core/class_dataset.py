@@ -160,12 +160,44 @@ def to_input_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
         Side of the square output.
     channels
         1 (grey) or 3 (RGB).
+
+    Raises
+    ------
+    InputDataError
+        For other shapes, non-numeric pixels, NaN / infinite values, or an image too large
+        to convert in memory.
     """
-    image = _as_colour(image, channels)
-    image = _to_uint8(image)
-    if image.shape[:2] != (size, size):
-        image = _resize(image, size)
+    from napari_dlbio.core.io import physical_memory_bytes
+
+    image = np.asarray(image)
+    if image.dtype.kind not in "buif":
+        raise InputDataError(
+            f"An image of type {image.dtype} cannot be classified; use greyscale or colour "
+            "images with integer or floating-point pixels."
+        )
+    memory = physical_memory_bytes()
+    # Converting works on float64 RGB copies of the whole image.
+    if memory is not None and image.ndim >= 2 and image.shape[0] * image.shape[1] * 24 > memory:
+        raise _too_large(image.shape)
+    try:
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise InputDataError(
+                "The image holds NaN or infinite values; replace them (e.g. with 0) or "
+                "re-export the image without them."
+            )
+        image = _as_colour(image, channels)
+        image = _to_uint8(image)
+        if image.shape[:2] != (size, size):
+            image = _resize(image, size)
+    except MemoryError:
+        raise _too_large(image.shape) from None
     return image
+
+
+def _too_large(shape: tuple[int, ...]) -> InputDataError:
+    return InputDataError(
+        f"An image of shape {shape} is too large to convert in memory; crop or downscale it first."
+    )
 
 
 def _as_colour(image: np.ndarray, channels: int) -> np.ndarray:
@@ -196,9 +228,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return (image // 257).astype(np.uint8)
     values = image.astype(np.float64)
-    if np.issubdtype(image.dtype, np.floating) and np.nanmax(values, initial=0.0) <= 1.0:
+    if np.issubdtype(image.dtype, np.floating) and np.max(values, initial=0.0) <= 1.0:
         values = values * 255.0
-    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+    return np.clip(values, 0, 255).round().astype(np.uint8)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -21,6 +21,9 @@ from napari_dlbio.core.errors import ConfigError
 
 C = TypeVar("C", bound="JsonConfig")
 
+#: Settings files larger than this are refused unread.
+MAX_CONFIG_BYTES = 2**20
+
 
 class Task(Enum):
     """What a model does; recorded in every model folder."""
@@ -78,7 +81,9 @@ class JsonConfig:
         """Parse JSON text produced by :meth:`to_json` (or written by hand)."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:
+            # ValueError covers JSONDecodeError and numbers of too many digits;
+            # RecursionError, brackets nested thousands deep.
             raise ConfigError(f"{cls.__name__}: not valid JSON ({error}).") from None
         return cls.from_dict(data)
 
@@ -86,9 +91,21 @@ class JsonConfig:
     def from_file(cls: type[C], path: str | Path) -> C:
         """Read a JSON config file."""
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            # Read a bounded amount: a wrong path (a huge image, /dev/zero) must not fill
+            # the memory before it is found not to be a settings file.
+            with open(path, "rb") as stream:
+                raw = stream.read(MAX_CONFIG_BYTES + 1)
+        except OSError as error:
             raise ConfigError(f"Cannot read config file {path}: {error}") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, far too large for a "
+                "settings file; give the JSON file with the settings."
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path} is not a UTF-8 text (JSON) file: {error}") from None
         return cls.from_json(text)
 
 

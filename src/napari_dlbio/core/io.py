@@ -18,7 +18,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,10 @@ _SUPPORTED_LAYOUT = (
 
 class OutputExistsError(DlbioError, FileExistsError):
     """Writing would replace an existing file or a non-empty folder."""
+
+
+class WriteError(DlbioError, OSError):
+    """Writing failed (no space, no permission ...); nothing was left behind."""
 
 
 @dataclass(frozen=True)
@@ -563,17 +567,21 @@ def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
             f"{folder} already exists and is not an empty folder; napari-dlbio does not "
             "overwrite it. Choose a new folder name or move the old one away."
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(len(data) - 1)))
     names = [f"{folder.name}_{z:0{width}d}.png" for z in range(len(data))]
     tmp = _partial_name(folder)
-    tmp.mkdir()
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
         for name, plane in zip(names, data, strict=True):
             iio.imwrite(tmp / name, plane, plugin="pillow", extension=".png")
         if folder.is_dir():
             folder.rmdir()  # empty (checked above); a rename cannot replace it everywhere
         os.rename(tmp, folder)
+    except DlbioError:
+        raise
+    except OSError as error:
+        raise _write_failed(folder, error) from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [folder / name for name in names]
@@ -597,10 +605,13 @@ def _load_tiff(path: Path, *, allow_memmap: bool) -> tuple[np.ndarray, str, str]
             description = tif.pages.first.description
             data = _memmap_or_none(path, series) if allow_memmap else None
             if data is None:
+                _check_fits_in_memory(series, path)
                 data = series.asarray()
             if problems:
                 raise ValueError(problems[0])
             return data, series.axes, description
+    except InputDataError:
+        raise
     except _DECODE_ERRORS as error:
         raise InputDataError(
             f"Cannot read {path}: the file is damaged or not a valid TIFF ({error}). "
@@ -643,6 +654,43 @@ def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
         for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
             if offset + count > size:
                 raise ValueError(f"the file ends before the data of page {page.index}")
+
+
+def _check_fits_in_memory(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Refuse a series that cannot be decoded into memory, before allocating it.
+
+    A damaged or hostile header can claim terabytes of pixels in a file of a few bytes;
+    numpy would then fail with a bare MemoryError, or worse, start filling the memory.
+    """
+    needed = int(series.size) * np.dtype(series.dtype).itemsize
+    available = physical_memory_bytes()
+    if available is not None and needed > available:
+        shape = " x ".join(str(n) for n in series.shape)
+        raise InputDataError(
+            f"{path} holds {shape} pixels of {np.dtype(series.dtype)} "
+            f"({_byte_text(needed)}), more than this computer's memory "
+            f"({_byte_text(available)}). If the file is real, save it uncompressed (it is then "
+            "read from disk as needed) or crop it; otherwise its header is damaged."
+        )
+
+
+def physical_memory_bytes() -> int | None:
+    """The computer's memory in bytes, or None where the system does not tell."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not available on this platform
+        return None
+
+
+def _byte_text(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    size = count / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def _memmap_or_none(path: Path, series: tifffile.TiffPageSeries) -> np.ndarray | None:
@@ -713,7 +761,11 @@ def _dlbio_metadata(description: str) -> dict[str, Any]:
     except ValueError:
         return {}
     if isinstance(meta, dict) and meta.get("layer_type") == LABELS_MARKER:
-        return {"layer_type": "labels", "class_names": list(meta.get("class_names", []))}
+        names = meta.get("class_names", [])
+        # The description is text anyone can edit: keep the names only if they are names.
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            names = []
+        return {"layer_type": "labels", "class_names": names}
     return {}
 
 
@@ -757,16 +809,38 @@ def refuse_existing_file(path: Path) -> None:
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` appeared while the block ran.
+    WriteError
+        The folder cannot be created or written (no space, no permission, a file in the
+        way); the temporary file is removed and ``path`` is not created.
+    """
     tmp = _partial_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         # Checked again right before the rename: the write may have taken a while.
         refuse_existing_file(path)
         os.replace(tmp, path)
+    except DlbioError:
+        raise
+    except OSError as error:
+        raise _write_failed(path, error) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. the folder itself could not be made
+            tmp.unlink(missing_ok=True)
+
+
+def _write_failed(path: Path, error: OSError) -> WriteError:
+    reason = error.strerror or str(error) or type(error).__name__
+    return WriteError(
+        f"Could not write {path}: {reason}. Nothing was written; free some disk space, "
+        "check that you may write there, or choose another place."
+    )
 
 
 def _partial_name(path: Path) -> Path:
@@ -782,6 +856,11 @@ def _check_readable_file(path: Path) -> None:
         raise InputDataError(f"{path} is not a file.")
     if path.stat().st_size == 0:
         raise InputDataError(f"{path} is empty (0 bytes); the copy or export failed.")
+    if not os.access(path, os.R_OK):
+        raise InputDataError(
+            f"{path} cannot be read: permission denied. Ask the owner of the file for read "
+            "access, or copy it somewhere you can read it."
+        )
 
 
 def _as_rgb8(image: np.ndarray) -> np.ndarray:

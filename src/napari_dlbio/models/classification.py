@@ -363,13 +363,21 @@ def _with_class_names(
 
 
 def _check_labels(labels: np.ndarray, n_images: int, n_classes: int) -> np.ndarray:
-    if labels.ndim != 1 or labels.size != n_images:
+    if labels.ndim != 1:
+        raise InputDataError(
+            f"Class indices must be a flat list with one class per image, got an array of "
+            f"shape {labels.shape}."
+        )
+    if labels.size != n_images:
         raise InputDataError(
             f"Got {n_images} images but {labels.size} class indices; give one class per image."
         )
-    if labels.size and (
-        not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_classes
-    ):
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise InputDataError(
+            f"Class indices must be whole numbers from 0 to {n_classes - 1} (one per class "
+            f"name), not {labels.dtype} values."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise InputDataError(
             f"Class indices must be whole numbers from 0 to {n_classes - 1} "
             f"(one per class name); got values from {labels.min()} to {labels.max()}."

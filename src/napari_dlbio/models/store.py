@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from napari_dlbio import __version__
@@ -32,6 +33,8 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 _MAX_JSON_BYTES = 10 * 2**20
+# The network description inside a Keras archive.
+_KERAS_CONFIG = "config.json"
 
 _CONFIG_CLASSES = {
     Task.SEGMENTATION: "napari_dlbio.core.segmentation_config:SegmentationConfig",
@@ -70,13 +73,7 @@ def save_model_folder(
     An existing model folder at ``folder`` is replaced only once the new one is complete;
     an existing folder that is not a model folder is never touched.
     """
-    folder = Path(folder)
-    occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
-    if occupied and not _is_model_folder(folder):
-        raise ModelFolderError(
-            f"{folder} already exists and is not a napari-dlbio model folder; "
-            "choose a new or empty folder so nothing of yours is overwritten."
-        )
+    folder = check_destination(folder)
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +94,40 @@ def save_model_folder(
     return folder
 
 
+def check_destination(folder: str | Path) -> Path:
+    """Refuse now a model folder that :func:`save_model_folder` could not write later.
+
+    Call it before a long training run, so that a wrong ``--out`` is found in a second
+    rather than after hours.
+
+    Raises
+    ------
+    ModelFolderError
+        ``folder`` exists and is not a model folder (it is never overwritten), or its
+        parent cannot be created or written.
+    """
+    folder = Path(folder)
+    occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if occupied and not _is_model_folder(folder):
+        raise ModelFolderError(
+            f"{folder} already exists and is not a napari-dlbio model folder; "
+            "choose a new or empty folder so nothing of yours is overwritten."
+        )
+    ancestor = folder.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ModelFolderError(
+            f"Cannot write a model folder in {folder.parent}: {ancestor} is a file, not a folder."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ModelFolderError(
+            f"Cannot write a model folder in {folder.parent}: {ancestor} is not writable "
+            "(permission denied); choose a folder of your own."
+        )
+    return folder
+
+
 def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFolder:
     """Load a model folder with Keras safe mode on.
 
@@ -110,6 +141,8 @@ def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFold
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; choose a napari-dlbio model folder.")
+    for name in (MODEL_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE):
+        _check_inside(folder, name)
     document = _read_json(folder / CONFIG_FILE, required=True)
     found_task, config = _parse_config_document(document, folder)
     if task is not None and found_task is not task:
@@ -119,6 +152,7 @@ def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFold
     model_path = folder / MODEL_FILE
     if not model_path.is_file() or not zipfile.is_zipfile(model_path):
         raise ModelFolderError(f"{model_path} is missing or is not a Keras model file.")
+    _check_archive(model_path)
     model = _load_keras_safely(model_path)
     return ModelFolder(
         model=model,
@@ -164,6 +198,76 @@ def _parse_config_document(document: Any, folder: Path) -> tuple[Task, JsonConfi
     except ConfigError as error:
         raise ModelFolderError(f"{where}: {error}") from None
     return task, config
+
+
+def _check_inside(folder: Path, name: str) -> None:
+    """Refuse a file of the model folder that is a link to a place outside the folder."""
+    path = folder / name
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        raise ModelFolderError(
+            f"{path} is a link to {path.resolve()}, outside the model folder; napari-dlbio "
+            "reads a model only from its own folder. Copy the file into the folder instead."
+        )
+
+
+def _check_archive(model_path: Path) -> None:
+    """Refuse a Keras archive whose network names code outside Keras, before Keras reads it.
+
+    Keras' safe mode refuses lambdas, and recent Keras versions refuse classes from other
+    packages; this check does not depend on the Keras version and also refuses member
+    names that would point outside a folder the archive were extracted to.
+    """
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            escaping = [
+                name
+                for name in archive.namelist()
+                if name.startswith(("/", "\\")) or ".." in PurePosixPath(name).parts
+            ]
+            if escaping:
+                raise ModelFolderError(
+                    f"{model_path} holds files named outside the archive "
+                    f"({', '.join(escaping[:3])}); it was not written by Keras."
+                )
+            if archive.getinfo(_KERAS_CONFIG).file_size > _MAX_JSON_BYTES:
+                raise ModelFolderError(f"{model_path}: its network description is too large.")
+            foreign = sorted(_foreign_code(json.loads(archive.read(_KERAS_CONFIG))))
+    except KeyError:
+        raise ModelFolderError(
+            f"{model_path} has no network description ({_KERAS_CONFIG}); it is not a Keras "
+            "model file."
+        ) from None
+    except (OSError, zipfile.BadZipFile, ValueError, RecursionError) as error:
+        raise ModelFolderError(f"{model_path} is damaged or incomplete: {error}") from None
+    if foreign:
+        raise ModelFolderError(
+            f"{model_path} contains custom code (it refers to {', '.join(foreign[:5])}). "
+            "napari-dlbio never runs code from a model file; use a model trained with "
+            "napari-dlbio or re-export it without custom layers."
+        )
+
+
+def _foreign_code(node: Any) -> set[str]:
+    """Modules outside Keras and Python lambdas named anywhere in a network description.
+
+    The compile settings are skipped: models load uncompiled, so they are never read.
+    """
+    found: set[str] = set()
+    if isinstance(node, dict):
+        module = node.get("module")
+        if isinstance(module, str) and not (
+            module in ("keras", "builtins") or module.startswith("keras.")
+        ):
+            found.add(module)
+        if node.get("class_name") == "__lambda__":
+            found.add("a Python lambda")
+        for key, value in node.items():
+            if key != "compile_config":
+                found |= _foreign_code(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _foreign_code(value)
+    return found
 
 
 def _load_keras_safely(model_path: Path) -> Any:
@@ -214,5 +318,7 @@ def _read_json(path: Path, required: bool) -> Any:
         raise ModelFolderError(f"{path} is too large to be a model description.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:
+        # ValueError: invalid JSON or text, or numbers of too many digits; RecursionError:
+        # brackets nested thousands deep.
         raise ModelFolderError(f"{path} is not valid JSON: {error}") from None

@@ -1,0 +1,205 @@
+"""Jobs that fail in their thread: the user's layers stay as they were and the widget recovers.
+
+The engine functions are replaced by ones that fail part-way (after the viewer exists, as
+the plugin loads TensorFlow); each test waits on the real worker thread, then checks what a
+user sees: an error notification, buttons enabled again, the same layers with the same
+data, and no file or partial file on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets.export_widget import PNGS, ExportWidget
+from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
+from napari_dlbio._widgets.train_widget import TrainWidget
+from napari_dlbio.core.config import Task
+from napari_dlbio.core.events import RunState, TileDone, TrainingStarted
+
+pytestmark = pytest.mark.gui
+
+TINY = {
+    "network.depth": 2,
+    "network.base_filters": 4,
+    "patch_size": 32,
+    "batch_size": 2,
+    "steps_per_epoch": 2,
+    "epochs": 1,
+}
+
+
+def _state(viewer) -> list[tuple[str, bytes]]:
+    """Every layer's name and data, to compare before and after."""
+    return [(layer.name, np.asarray(layer.data).tobytes()) for layer in viewer.layers]
+
+
+def _engine(viewer, name: str):
+    """The model module ``name``, imported now that the viewer exists."""
+    assert viewer is not None
+    return importlib.import_module(f"napari_dlbio.models.{name}")
+
+
+def _fake_model():
+    from napari_dlbio.core.segmentation_config import SegmentationConfig
+    from napari_dlbio.models.store import ModelFolder
+
+    class DiskFullModel:
+        def save(self, path):
+            Path(path).write_bytes(b"PK half a model")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    return ModelFolder(model=DiskFullModel(), task=Task.SEGMENTATION, config=SegmentationConfig())
+
+
+def test_a_training_job_that_fails_midway_changes_nothing(
+    viewer, isbi, qtbot, finish, shown_errors, monkeypatch
+) -> None:
+    image, annotation = isbi
+    before = _state(viewer)
+
+    def failing_training(images, annotations, config, **kwargs):
+        yield TrainingStarted(1, 2, "CPU (test)")
+        raise RuntimeError("the GPU fell off the bus")
+
+    engine = _engine(viewer, "segmentation")
+    monkeypatch.setattr(engine, "iter_train_segmentation", failing_training)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.select(image)
+    widget.annotation_combo.select(annotation)
+    for key, value in TINY.items():
+        widget.segmentation_form.set_value(key, value)
+
+    widget.train_button.click()
+    assert not widget.train_button.isEnabled()
+    finish(widget, 60)
+
+    assert widget.job.state is RunState.FAILED
+    assert any("the GPU fell off the bus" in text for text in shown_errors())
+    assert widget.train_button.isEnabled()
+    assert not widget.stop_button.isEnabled()
+    assert widget.segmentation_form.isEnabled()
+    assert "failed" in widget.status_label.text()
+    assert widget.session.model is None
+    assert _state(viewer) == before
+
+
+def test_a_prediction_job_that_fails_midway_adds_no_layer(
+    viewer, isbi, finish, shown_errors, monkeypatch
+) -> None:
+    image, _ = isbi
+    before = _state(viewer)
+
+    def failing_prediction(model, images, *, cancel=None):
+        yield TileDone(1, 10)
+        raise MemoryError
+
+    monkeypatch.setattr(
+        _engine(viewer, "segmentation"), "iter_predict_segmentation", failing_prediction
+    )
+    session_for(viewer).set_model(_fake_model())
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.select(image)
+    widget.scope_combo.setCurrentText(WHOLE_STACK)
+
+    widget.predict_button.click()
+    finish(widget, 60)
+
+    assert widget.job.state is RunState.FAILED
+    assert any("ran out of memory" in text for text in shown_errors())
+    assert widget.predict_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    assert _state(viewer) == before
+
+
+def _export(viewer, tmp_path):
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    folder = tmp_path / "my exports"
+    folder.mkdir()
+    (folder / "earlier.tif").write_bytes(b"precious")
+    return widget, folder
+
+
+def test_a_full_disk_while_exporting_an_image_leaves_no_file(
+    viewer, tmp_path, finish, shown_errors, monkeypatch
+) -> None:
+    probabilities = viewer.add_image(np.random.default_rng(0).random((2, 8, 8), np.float32))
+    before = _state(viewer)
+    widget, folder = _export(viewer, tmp_path)
+
+    def half_then_full(path, *args, **kwargs):
+        Path(path).write_bytes(b"II*\x00 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", half_then_full)
+    widget.image_combo.select(probabilities)
+    widget.image_path.setText(str(folder / "probabilities.tif"))
+    widget.image_button.click()
+    finish(widget)
+
+    assert widget.job.state is RunState.FAILED
+    assert any("No space left on device" in text for text in shown_errors())
+    assert sorted(path.name for path in folder.iterdir()) == ["earlier.tif"]
+    assert (folder / "earlier.tif").read_bytes() == b"precious"
+    assert all(button.isEnabled() for button in widget.buttons)
+    assert _state(viewer) == before
+
+
+@pytest.mark.parametrize("as_pngs", [False, True])
+def test_a_refused_rename_while_exporting_a_mask_leaves_no_file(
+    as_pngs, viewer, tmp_path, finish, shown_errors, monkeypatch
+) -> None:
+    import os
+
+    mask = viewer.add_labels(np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4) % 3)
+    before = _state(viewer)
+    widget, folder = _export(viewer, tmp_path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refused)
+    monkeypatch.setattr(os, "rename", refused)
+    widget.mask_combo.select(mask)
+    if as_pngs:
+        widget.format_combo.setCurrentText(PNGS)
+    widget.mask_path.setText(str(folder / ("slices" if as_pngs else "mask.tif")))
+    widget.mask_button.click()
+    finish(widget)
+
+    assert widget.job.state is RunState.FAILED
+    assert any("Permission denied" in text for text in shown_errors())
+    assert sorted(path.name for path in folder.iterdir()) == ["earlier.tif"]
+    assert all(button.isEnabled() for button in widget.buttons)
+    assert _state(viewer) == before
+
+
+def test_a_failed_model_export_keeps_the_previous_model_folder(
+    viewer, tmp_path, finish, shown_errors
+) -> None:
+    widget, folder = _export(viewer, tmp_path)
+    previous = folder / "membrane model"
+    previous.mkdir()
+    (previous / "config.json").write_text('{"task": "segmentation"}')
+    (previous / "model.keras").write_bytes(b"precious weights")
+    session_for(viewer).set_model(_fake_model())
+
+    widget.model_path.setText(str(previous))
+    widget.model_button.click()
+    finish(widget)
+
+    assert widget.job.state is RunState.FAILED
+    assert any("No space left on device" in text for text in shown_errors())
+    assert sorted(path.name for path in folder.iterdir()) == ["earlier.tif", "membrane model"]
+    assert sorted(path.name for path in previous.iterdir()) == ["config.json", "model.keras"]
+    assert (previous / "model.keras").read_bytes() == b"precious weights"
+    assert all(button.isEnabled() for button in widget.buttons)
