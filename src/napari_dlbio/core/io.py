@@ -2,8 +2,9 @@
 
 Pure numpy / tifffile / imageio: this module is shared by the napari reader and writer,
 the CLI and the engines. Every problem with a user's file becomes an
-:class:`~napari_dlbio.core.errors.InputDataError` (or :class:`OutputExistsError` when
-writing) whose message names the file, says what is wrong and what to do.
+:class:`~napari_dlbio.core.errors.InputDataError` (or :class:`OutputExistsError` /
+:class:`WriteError` when writing) whose message names the file, says what is wrong and
+what to do.
 """
 
 from __future__ import annotations
