@@ -374,11 +374,6 @@ def test_an_unwritable_output_folder_is_refused(work, tree, capsys):
         locked.chmod(0o700)
 
 
-@pytest.mark.xfail(
-    reason="cli/segmentation.py trains first and checks --out only when saving: a wrong --out "
-    "costs the whole training run (store.check_destination can be called before training)",
-    strict=True,
-)
 def test_segmentation_training_checks_the_output_folder_before_training(
     work, tree, capsys, monkeypatch
 ):

@@ -43,17 +43,17 @@ from napari_dlbio.core.segmentation_config import SegmentationConfig
 def train(args: argparse.Namespace) -> int:
     """``dlbio train`` for segmentation: read, train (or fine-tune), save the model folder."""
     from napari_dlbio.models.segmentation import iter_train_segmentation
-    from napari_dlbio.models.store import load_model_folder, save_model_folder
+    from napari_dlbio.models.store import check_destination, load_model_folder, save_model_folder
 
     if not args.labels:
         raise InputDataError(
             "Segmentation training needs --labels: a label stack of the same size as the images."
         )
+    out = check_destination(args.out)  # a wrong --out is found now, not after training
     initial = load_model_folder(args.from_model, Task.SEGMENTATION) if args.from_model else None
     config = _training_config(args, initial)
     images = read_stack(args.images).data
     annotations = _read_annotations(args.labels, args.label_values, config.class_names)
-    out = Path(args.out)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
     checkpoints = out.parent / f".{out.name}.checkpoints"
