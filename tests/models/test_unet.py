@@ -71,6 +71,26 @@ def test_the_stem_works_on_pixel_blocks_and_the_output_returns_to_every_pixel():
     assert "stem_conv" not in {layer.name for layer in classic_layout.layers}
 
 
+@pytest.mark.parametrize(
+    "network",
+    [
+        UNetConfig(depth=2, base_filters=4),
+        UNetConfig(depth=3, stem_stride=1, base_filters=4),
+        UNetConfig(depth=2, stem_stride=4, base_filters=8),
+    ],
+)
+def test_weight_count_matches_the_built_network(network):
+    model = build_unet(network, input_channels=1, n_classes=2)
+    # Convolution kernels between the image and the last features (the 1-channel output
+    # layer and every bias and batch-norm parameter left out).
+    kernels = sum(
+        int(np.prod(layer.kernel.shape))
+        for layer in model.layers
+        if hasattr(layer, "kernel") and layer.name != "output"
+    )
+    assert network.weight_count == kernels
+
+
 def test_a_stem_stride_other_than_1_2_or_4_is_rejected():
     with pytest.raises(ConfigError, match="stem stride"):
         UNetConfig(stem_stride=3)

@@ -14,7 +14,7 @@ import pytest
 
 SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 CYCLES = 5
-# Memory a cycle may keep once warm (measured: about 3 MiB without the two leaks below).
+# Memory a cycle may keep once warm (measured: about 3 MiB).
 MAX_GROWTH_PER_CYCLE_MIB = 10.0
 
 pytestmark = pytest.mark.slow
@@ -60,13 +60,6 @@ def test_cycles_leave_no_threads_behind(soak, cycles):
     assert soak.summary(records, records[0].rss_mib, threads)["threads_end"] == threads
 
 
-@pytest.mark.xfail(
-    reason="every training run keeps ~35 MiB: Keras' optimizer all-reduce registers a "
-    "tf.custom_gradient per traced train step in TensorFlow's global gradient registry, "
-    "which pins the dead graph (tensorflow/tensorflow#80895); and ~55 MiB more: XLA "
-    "(jit_compile=True in models/segmentation.py) caches each new model's executable",
-    strict=True,
-)
 def test_memory_levels_off_after_the_first_cycles(cycles):
     _, records = cycles
     rss = [record.rss_mib for record in records]

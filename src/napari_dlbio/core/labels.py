@@ -197,10 +197,7 @@ def check_annotation(
         match the image's shape, or has no annotated pixel.
     """
     annotation = np.asarray(annotation)
-    if not (np.issubdtype(annotation.dtype, np.integer) or annotation.dtype == bool):
-        raise InputDataError(
-            f"Annotations must hold whole numbers (a Labels layer), got {annotation.dtype}."
-        )
+    check_annotation_values(annotation)
     if image_shape is not None:
         image_shape = tuple(image_shape)
         if image_shape[: annotation.ndim] != annotation.shape or len(
@@ -215,17 +212,32 @@ def check_annotation(
             "Nothing is annotated yet: paint at least a few strokes of each class "
             "(1 = background, 2 and up = the other classes)."
         )
-    low, high = int(annotation.min()), int(annotation.max())
-    if low < 0:
-        raise InputDataError(
-            f"The annotation holds negative value {low}; use 0 for 'not annotated', "
-            "1 for background and 2 and up for the other classes."
-        )
+    high = int(annotation.max())
     if high > n_classes:
         raise InputDataError(
             f"The annotation holds value {high} but there are only {n_classes} classes "
             f"(label 1 = background, up to label {n_classes}); add a class or repaint those "
             "pixels."
+        )
+
+
+def check_annotation_values(annotation: np.ndarray) -> None:
+    """Check that an annotation holds whole numbers from 0 (not annotated) up.
+
+    Raises
+    ------
+    InputDataError
+        For floating-point (or other non-integer) or negative values.
+    """
+    if not (np.issubdtype(annotation.dtype, np.integer) or annotation.dtype == bool):
+        raise InputDataError(
+            f"Annotations must hold whole numbers (a Labels layer), got {annotation.dtype}."
+        )
+    low = int(annotation.min()) if annotation.size else 0
+    if low < 0:
+        raise InputDataError(
+            f"The annotation holds negative value {low}; use 0 for 'not annotated', "
+            "1 for background and 2 and up for the other classes."
         )
 
 

@@ -67,7 +67,8 @@ class UNetConfig(JsonConfig):
     def weight_count(self) -> int:
         """Convolution weights of the network for one input channel (biases left out)."""
         filters = [self.base_filters * 2**level for level in range(self.depth + 1)]
-        count = self.stem_stride**2 * self.base_filters if self.stem_stride > 1 else 0
+        stem = self.stem_stride + 1  # kernel side of the stem convolution
+        count = stem**2 * self.base_filters if self.stem_stride > 1 else 0
         incoming = self.base_filters if self.stem_stride > 1 else 1
         for f in filters:  # encoder levels, then the bottleneck
             count += 9 * incoming * f + 9 * f * f

@@ -184,18 +184,27 @@ def pad_to_multiple(
     tuple
         ``(padded, crop)`` where ``padded[crop]`` is the original image.
     """
-    if multiple < 1:
-        raise ConfigError(f"The padding multiple must be at least 1, got {multiple}.")
     if image.ndim not in (2, 3):
         raise ValueError(f"Expected a (Y, X[, C]) image, got shape {image.shape}.")
+    widths, crop = padding_to_multiple(image.shape[:2], multiple, minimum)
+    widths.extend([(0, 0)] * (image.ndim - 2))
+    # numpy reflects repeatedly when the padding is wider than the image.
+    padded = np.pad(image, widths, mode="reflect") if any(sum(w) for w in widths) else image
+    return padded, crop
+
+
+def padding_to_multiple(
+    shape: tuple[int, int], multiple: int, minimum: int = 0
+) -> tuple[list[tuple[int, int]], tuple[slice, slice]]:
+    """The padding :func:`pad_to_multiple` adds to a (Y, X) shape, as numpy pad widths,
+    and the crop back to the original pixels (computed without touching any pixel)."""
+    if multiple < 1:
+        raise ConfigError(f"The padding multiple must be at least 1, got {multiple}.")
     widths = []
     crop = []
-    for size in image.shape[:2]:
+    for size in shape:
         target = multiple * math.ceil(max(size, minimum, 1) / multiple)
         before = (target - size) // 2
         widths.append((before, target - size - before))
         crop.append(slice(before, before + size))
-    widths.extend([(0, 0)] * (image.ndim - 2))
-    # numpy reflects repeatedly when the padding is wider than the image.
-    padded = np.pad(image, widths, mode="reflect") if any(sum(w) for w in widths) else image
-    return padded, (crop[0], crop[1])
+    return widths, (crop[0], crop[1])

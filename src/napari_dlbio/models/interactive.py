@@ -29,7 +29,7 @@ from napari_dlbio.core.events import (
 from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.patches import PatchSampler
 from napari_dlbio.core.segmentation_config import SegmentationConfig
-from napari_dlbio.models._tf import device_description, load_keras
+from napari_dlbio.models._tf import device_description, load_keras, releasing_traced_gradients
 from napari_dlbio.models.losses import MaskedSegmentationLoss
 from napari_dlbio.models.segmentation import fine_tuning_config
 from napari_dlbio.models.segmentation_data import prepare_images
@@ -155,7 +155,8 @@ class FineTuner:
                 yield Finished(RunState.CANCELLED)
                 return self.model
             x, y = _mixed_batch(samplers, config.batch_size)
-            loss = float(self._network.train_on_batch(x, y))
+            with releasing_traced_gradients():  # the first step traces
+                loss = float(self._network.train_on_batch(x, y))
             step += 1
             yield BatchEnded(1, step, 0, loss)
         yield Finished(RunState.DONE)

@@ -30,12 +30,19 @@ from napari_dlbio.core.events import (
     TileDone,
     run_to_end,
 )
-from napari_dlbio.core.labels import classes_from_annotation
+from napari_dlbio.core.io import physical_memory_bytes
+from napari_dlbio.core.labels import check_annotation_values, classes_from_annotation
 from napari_dlbio.core.metrics import segmentation_report
 from napari_dlbio.core.normalisation import check_finite, normalise_percentile
 from napari_dlbio.core.patches import class_pixel_counts
 from napari_dlbio.core.segmentation_config import SegmentationConfig
-from napari_dlbio.core.tiling import Stitcher, blending_window, pad_to_multiple, tile_grid
+from napari_dlbio.core.tiling import (
+    Stitcher,
+    blending_window,
+    pad_to_multiple,
+    padding_to_multiple,
+    tile_grid,
+)
 from napari_dlbio.models._tf import load_keras, load_tensorflow
 from napari_dlbio.models.distribute import choose_strategy, worker_index
 from napari_dlbio.models.losses import MaskedIoU, MaskedSegmentationLoss, class_probabilities
@@ -170,9 +177,10 @@ def iter_train_segmentation(
                 None if data.class_weights is None else data.class_weights.tolist(),
             ),
             metrics=[MaskedIoU(config.n_classes)],
-            # XLA: 15 % shorter steps on a 2-core CPU for about 5 s more compiling.  Not
-            # with several replicas: XLA cannot reach a variable on another device.
-            jit_compile=strategy.num_replicas_in_sync == 1,
+            # Keras' "auto": XLA on a single GPU only.  Forced on a 2-core CPU, its faster
+            # steps only made up for its compiling in 5-minute runs (700 steps against 709
+            # without), and each compiled model stayed in memory (~55 MiB per run).
+            jit_compile="auto",
         )
     # One device trains fastest on numpy batches drawn in its own loop (see iter_fit).
     stream = training_dataset if strategy.num_replicas_in_sync > 1 else training_batches
@@ -422,6 +430,7 @@ def iter_predict_slices(
     if n_slices == 0 or height == 0 or width == 0:
         raise InputDataError(f"The image is empty (shape {tuple(stack.shape)}).")
     padded_shape, crop = _padded_shape(height, width, multiple)
+    _check_slice_fits_in_memory(padded_shape, config)
     windows = tile_grid(padded_shape, config.tile_size, config.tile_overlap)
     tile_h = windows[0][0].stop - windows[0][0].start
     tile_w = windows[0][1].stop - windows[0][1].start
@@ -483,8 +492,25 @@ def _predict_in_chunks(step: Any, tiles: np.ndarray, chunk: int) -> np.ndarray:
 
 def _padded_shape(height: int, width: int, multiple: int) -> tuple[tuple[int, int], Any]:
     """Shape of a slice padded to a multiple of ``multiple``, and the crop back."""
-    padded, crop = pad_to_multiple(np.empty((height, width), dtype=np.uint8), multiple)
-    return padded.shape, crop
+    widths, crop = padding_to_multiple((height, width), multiple)
+    return (height + sum(widths[0]), width + sum(widths[1])), crop
+
+
+def _check_slice_fits_in_memory(padded_shape: tuple[int, int], config: SegmentationConfig) -> None:
+    """Refuse slices whose prediction cannot fit in memory, before allocating anything.
+
+    One slice is held at once: its normalised and padded copies (float32 per channel),
+    the blended class probabilities with their weights, and the finished probabilities.
+    """
+    bytes_per_pixel = 4 * (2 * config.input_channels + 2 * config.n_classes + 1)
+    needed = padded_shape[0] * padded_shape[1] * bytes_per_pixel
+    available = physical_memory_bytes()
+    if available is not None and needed > available:
+        raise InputDataError(
+            f"One {padded_shape[0]} x {padded_shape[1]} slice needs about "
+            f"{needed / 2**30:,.1f} GiB of memory to predict, more than this computer's "
+            f"{available / 2**30:,.1f} GiB; crop the image into smaller pieces and predict each."
+        )
 
 
 # One compiled prediction step per Keras model, reused by every call: tracing a graph
@@ -537,7 +563,8 @@ def evaluate_segmentation(
     Raises
     ------
     InputDataError
-        When the shapes differ or the annotation holds classes the model does not have.
+        When the shapes differ, or the annotation holds classes the model does not have,
+        negative values or fractions.
     """
     annotation = np.asarray(annotation)
     prediction_mask = np.asarray(prediction_mask)
@@ -546,6 +573,7 @@ def evaluate_segmentation(
             f"The labels have shape {annotation.shape} but the prediction has shape "
             f"{prediction_mask.shape}; compare labels of the same image."
         )
+    check_annotation_values(annotation)
     if annotation.size and int(annotation.max()) > len(class_names):
         raise InputDataError(
             f"The labels hold value {int(annotation.max())} but the model knows only "

@@ -27,7 +27,7 @@ from napari_dlbio.core.events import (
     RunState,
     TrainingStarted,
 )
-from napari_dlbio.models._tf import device_description, load_keras
+from napari_dlbio.models._tf import device_description, load_keras, releasing_traced_gradients
 
 keras = load_keras()
 
@@ -100,30 +100,31 @@ def iter_fit(
 
     def fit() -> None:
         try:
-            if model.distribute_strategy.num_replicas_in_sync > 1:
-                history = model.fit(
-                    train_data,
-                    epochs=epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    validation_data=validation_data,
-                    validation_steps=validation_steps,
-                    callbacks=callbacks,
-                    shuffle=False,  # datasets arrive shuffled; Keras cannot shuffle them
-                    verbose=0,
-                ).history
-            else:
-                history = _fit_on_one_device(
-                    model,
-                    train_data,
-                    epochs=epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    validation_data=validation_data,
-                    validation_steps=validation_steps,
-                    callbacks=callbacks,
-                )
-            outcome["history"] = {
-                key: [float(v) for v in values] for key, values in history.items()
-            }
+            with releasing_traced_gradients():
+                if model.distribute_strategy.num_replicas_in_sync > 1:
+                    history = model.fit(
+                        train_data,
+                        epochs=epochs,
+                        steps_per_epoch=steps_per_epoch,
+                        validation_data=validation_data,
+                        validation_steps=validation_steps,
+                        callbacks=callbacks,
+                        shuffle=False,  # datasets arrive shuffled; Keras cannot shuffle them
+                        verbose=0,
+                    ).history
+                else:
+                    history = _fit_on_one_device(
+                        model,
+                        train_data,
+                        epochs=epochs,
+                        steps_per_epoch=steps_per_epoch,
+                        validation_data=validation_data,
+                        validation_steps=validation_steps,
+                        callbacks=callbacks,
+                    )
+                outcome["history"] = {
+                    key: [float(v) for v in values] for key, values in history.items()
+                }
         except BaseException as error:  # noqa: BLE001  (re-raised in the consumer's thread)
             events.put(_Failure(error))
         finally:
