@@ -12,6 +12,7 @@ from napari_dlbio.core.events import (
     CancelToken,
     EpochEnded,
     Finished,
+    Notice,
     RunState,
     TrainingStarted,
     run_to_end,
@@ -145,3 +146,25 @@ def test_checkpoints_hold_best_and_last_weights(tmp_path):
     )
     assert (tmp_path / "ckpt" / "best.weights.h5").is_file()
     assert (tmp_path / "ckpt" / "last.weights.h5").is_file()
+
+
+def test_running_out_of_memory_trains_each_batch_in_smaller_parts_and_says_so():
+    model, data = _problem()
+    real_step = model.train_on_batch
+    sizes = []
+
+    def tight_memory(x, y, **kwargs):
+        if len(x) > 4:  # the device holds at most 4 samples
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        sizes.append(len(x))
+        return real_step(x, y, **kwargs)
+
+    model.train_on_batch = tight_memory
+    events = []
+    result = run_to_end(iter_fit(model, data, epochs=2, steps_per_epoch=3), events.append)
+    assert result.state is RunState.DONE
+    notices = [event.text for event in events if isinstance(event, Notice)]
+    assert len(notices) == 2  # 16 -> 8 -> 4 patches per step, said once each
+    assert "about 4 patch(es) per step" in notices[-1]
+    assert sizes == [4] * 4 * 6  # every batch of 16 trained, in four parts
+    assert len(result.history["loss"]) == 2
