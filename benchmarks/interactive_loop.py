@@ -93,7 +93,7 @@ def main() -> None:
     annotation = np.zeros(training.shape, dtype=np.uint8)
     annotation[0] = scribbles(truth[0], rng)
     recent = annotation > 0
-    tuner = FineTuner(SegmentationConfig(class_names=CLASSES))
+    tuner = FineTuner(SegmentationConfig.interactive(class_names=CLASSES))
     rounds = []
     for round_index in range(args.rounds + 1):
         current = round_index % len(training)

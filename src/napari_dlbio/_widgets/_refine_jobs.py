@@ -111,7 +111,7 @@ class TunerSlot:
             config = config or model.config
         else:
             names = annotation_class_names(annotation) or default_names(snapshot)
-            config = (config or SegmentationConfig()).replace(
+            config = (config or SegmentationConfig.interactive()).replace(
                 class_names=tuple(names), input_channels=3 if image.rgb else 1
             )
         if self.tuner is None:

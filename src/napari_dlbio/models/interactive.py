@@ -3,10 +3,10 @@
 A :class:`FineTuner` keeps one compiled network, with its optimiser state, between bursts,
 so after the first burst (which traces the training step) every second of a burst goes
 into training.  A burst trains on the annotated pixels only (the masked loss ignores
-annotation 0) and draws half of every batch around the pixels painted since the previous
-burst (with every annotation around them as labels), so fresh corrections weigh more than
-the scribbles they correct.  It warm-starts
-from a trained model or, with none, from scratch on the first scribbles.
+annotation 0) and draws a quarter of every batch around the pixels painted since the
+previous burst (with every annotation around them as labels), so fresh corrections weigh
+more than the scribbles they correct.  It warm-starts from a trained model or, with none,
+from scratch on the first scribbles.
 """
 
 from __future__ import annotations
@@ -41,12 +41,18 @@ keras = load_keras()
 #: Default length of a burst on a CPU: long enough for a few dozen steps, short enough
 #: that painting, training and looking at the new mask feel like one loop.
 DEFAULT_BURST_SECONDS = 10.0
-#: Bursts have no warm-up and no decay: a lower rate than full training keeps them steady.
+#: Bursts have no warm-up and no decay: from a trained model, a lower rate than full
+#: training keeps them steady; from scratch, a higher one learns within the first bursts.
 BURST_LEARNING_RATE = 1e-3
+SCRATCH_LEARNING_RATE = 1e-2
 #: Sparse corrections fill little of a large patch; many small patches centred on them
 #: put more annotated pixels into every step for the same computation.
 BURST_PATCH_SIZE = 128
 BURST_BATCH_SIZE = 16
+#: Share of every batch centred on the corrections painted since the previous burst.  Half
+#: made the simulated annotator's model swing with each round's corrections (held-out
+#: membrane IoU 0.14 to 0.41 on ISBI); all annotations alike steadied it.
+RECENT_SHARE = 0.25
 
 
 class FineTuner:
@@ -59,8 +65,12 @@ class FineTuner:
         ``model``, its network, classes and normalisation are kept (see
         :func:`~napari_dlbio.models.segmentation.fine_tuning_config`).
     model
-        The model to start from; ``None`` starts from scratch.
-    learning_rate, patch_size, batch_size
+        The model to start from; ``None`` starts from scratch (with ``config``'s network:
+        :meth:`SegmentationConfig.interactive` is made for this).
+    learning_rate
+        Of the bursts; default :data:`BURST_LEARNING_RATE` from a model,
+        :data:`SCRATCH_LEARNING_RATE` from scratch.
+    patch_size, batch_size
         Settings of the bursts, which replace those of ``config``.
     """
 
@@ -69,10 +79,12 @@ class FineTuner:
         config: SegmentationConfig,
         model: ModelFolder | None = None,
         *,
-        learning_rate: float = BURST_LEARNING_RATE,
+        learning_rate: float | None = None,
         patch_size: int = BURST_PATCH_SIZE,
         batch_size: int = BURST_BATCH_SIZE,
     ) -> None:
+        if learning_rate is None:
+            learning_rate = SCRATCH_LEARNING_RATE if model is None else BURST_LEARNING_RATE
         config = config if model is None else fine_tuning_config(config, model)
         self.config = config.replace(
             learning_rate=learning_rate, patch_size=patch_size, batch_size=batch_size
@@ -119,8 +131,9 @@ class FineTuner:
         seconds
             Length of the burst (the first burst also traces the training step).
         recent
-            Boolean (Z, Y, X) mask of the pixels painted since the last burst; half of
-            every batch is centred on them.  ``None`` or empty: all annotations alike.
+            Boolean (Z, Y, X) mask of the pixels painted since the last burst;
+            :data:`RECENT_SHARE` of every batch is centred on them.  ``None`` or empty:
+            all annotations alike.
         cancel
             Ends the burst after the current step.
 
@@ -141,11 +154,12 @@ class FineTuner:
         normalised = self._prepare(images)
         check_annotation(annotations, config.n_classes, normalised.shape)
         annotations = annotations.astype(np.uint8, copy=False)
-        samplers = [self._sampler(normalised, annotations)]
+        everything = self._sampler(normalised, annotations)
+        fresh = None
         if recent is not None:
             recent = np.reshape(recent, annotations.shape).astype(bool) & (annotations > 0)
             if recent.any():
-                samplers.append(self._sampler(normalised, annotations, centres=recent))
+                fresh = self._sampler(normalised, annotations, centres=recent)
         self._bursts += 1
         yield TrainingStarted(1, 0, device_description())
         deadline = time.perf_counter() + seconds
@@ -154,7 +168,7 @@ class FineTuner:
             if cancel is not None and cancel.cancelled:
                 yield Finished(RunState.CANCELLED)
                 return self.model
-            x, y = _mixed_batch(samplers, config.batch_size)
+            x, y = _mixed_batch(everything, fresh, config.batch_size)
             with releasing_traced_gradients():  # the first step traces
                 loss = float(self._network.train_on_batch(x, y))
             step += 1
@@ -185,12 +199,13 @@ class FineTuner:
         )
 
 
-def _mixed_batch(samplers: list[PatchSampler], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A batch drawn evenly from the samplers (all annotations, recent corrections)."""
-    shares = np.array_split(np.arange(batch_size), len(samplers))
-    parts = [
-        sampler.sample_batch(len(share))
-        for sampler, share in zip(samplers, shares, strict=True)
-        if len(share)
-    ]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+def _mixed_batch(
+    everything: PatchSampler, fresh: PatchSampler | None, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch around all annotations, :data:`RECENT_SHARE` of it around fresh corrections."""
+    n_fresh = 0 if fresh is None else min(round(batch_size * RECENT_SHARE), batch_size - 1)
+    x, y = everything.sample_batch(batch_size - n_fresh)
+    if n_fresh == 0:
+        return x, y
+    fresh_x, fresh_y = fresh.sample_batch(n_fresh)
+    return np.concatenate([x, fresh_x]), np.concatenate([y, fresh_y])
