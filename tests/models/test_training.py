@@ -168,3 +168,14 @@ def test_running_out_of_memory_trains_each_batch_in_smaller_parts_and_says_so():
     assert "about 4 patch(es) per step" in notices[-1]
     assert sizes == [4] * 4 * 6  # every batch of 16 trained, in four parts
     assert len(result.history["loss"]) == 2
+
+
+def test_a_finished_run_leaves_no_gradient_function_pinning_its_model():
+    from napari_dlbio.models._tf import _gradient_registry
+
+    registry = _gradient_registry()
+    before = {name for name in registry if name.startswith("CustomGradient-")}
+    model, data = _problem()
+    run_to_end(iter_fit(model, data, epochs=1, steps_per_epoch=2))
+    after = {name for name in registry if name.startswith("CustomGradient-")}
+    assert after <= before  # tensorflow#80895: each traced step added one, for good
