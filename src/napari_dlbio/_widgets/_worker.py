@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import logging
 import queue
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -84,10 +83,6 @@ ENGINE_MODULES = (
 _engine_ready = threading.Event()
 _warm_up_lock = threading.Lock()
 _warm_up_started = False
-# How long a background thread running Python (TensorFlow tracing a graph, Keras
-# callbacks) may keep the GIL while the GUI thread waits for it; Python's default is 5 ms,
-# and the GUI thread needs the GIL many times to handle one event.
-GUI_SWITCH_INTERVAL_S = 0.001
 
 
 def warm_up_engine() -> threading.Event:
@@ -95,16 +90,13 @@ def warm_up_engine() -> threading.Event:
 
     Loading TensorFlow's libraries holds Python's GIL for up to a second, which freezes the
     window.  Started when a Train or Predict widget opens, that pause comes with opening
-    the widget instead of in the middle of the first job.  Also shortens Python's thread
-    switch interval (:data:`GUI_SWITCH_INTERVAL_S`) so jobs hand the GIL back sooner.
-    Returns an event that is set when the import has finished (or failed: the job that
-    needs it reports the error).
+    the widget instead of in the middle of the first job.  Returns an event that is set
+    when the import has finished (or failed: the job that needs it reports the error).
     """
     global _warm_up_started
     with _warm_up_lock:
         if not _warm_up_started:
             _warm_up_started = True
-            sys.setswitchinterval(min(sys.getswitchinterval(), GUI_SWITCH_INTERVAL_S))
             threading.Thread(target=_import_engine, name="dlbio-warm-up", daemon=True).start()
     return _engine_ready
 
