@@ -179,3 +179,24 @@ def test_a_finished_run_leaves_no_gradient_function_pinning_its_model():
     run_to_end(iter_fit(model, data, epochs=1, steps_per_epoch=2))
     after = {name for name in registry if name.startswith("CustomGradient-")}
     assert after <= before  # tensorflow#80895: each traced step added one, for good
+
+
+def test_epoch_figures_cover_every_batch_not_only_the_last():
+    model, data = _problem()
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 4), dtype=np.float32)
+    # The last validation batch (8 samples) is labelled the other way round: a figure
+    # taken from it alone would be far from the whole set's.
+    y = np.concatenate([x[:32, 0] > 0.5, x[32:, 0] <= 0.5]).astype("float32")
+    validation = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    events = []
+    result = run_to_end(
+        iter_fit(model, data, epochs=1, steps_per_epoch=40, validation_data=validation),
+        events.append,
+    )
+    losses = [event.loss for event in events if isinstance(event, BatchEnded)]
+    assert result.history["loss"][0] == pytest.approx(np.mean(losses), rel=1e-5)
+    whole = model.evaluate(validation, verbose=0, return_dict=True)["loss"]
+    last_batch = model.evaluate(x[32:], y[32:], verbose=0, return_dict=True)["loss"]
+    assert abs(whole - last_batch) > 0.1
+    assert result.history["val_loss"][0] == pytest.approx(whole, rel=1e-5)

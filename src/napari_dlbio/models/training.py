@@ -195,21 +195,25 @@ def _fit_on_one_device(
     callback_list.on_train_begin()
     logs: dict[str, Any] = {}
     for epoch in range(epochs):
-        model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
+        # Keras' train_on_batch reports (and resets its metrics for) one batch: the
+        # epoch's figures are the means over its batches, as model.fit reports them.
+        totals: dict[str, float] = {}
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
             # (x, y) or (x, y, sample_weight)
             logs = train_step(next(batches))
+            for key, value in logs.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
             callback_list.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
-        epoch_logs = dict(logs)
+        epoch_logs = {key: total / (step + 1) for key, total in totals.items()}
         if validation_data is not None:
-            epoch_logs |= {
-                f"val_{key}": value
-                for key, value in _evaluate(model, validation_data, validation_steps).items()
-            }
+            validation = model.evaluate(
+                validation_data, steps=validation_steps, verbose=0, return_dict=True
+            )
+            epoch_logs |= {f"val_{key}": value for key, value in validation.items()}
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
@@ -244,17 +248,6 @@ class _ShrinkingStep:
                     f"{math.ceil(size / self._parts)} patch(es) per step (slower).  A smaller "
                     "batch or patch size (Advanced) avoids this."
                 )
-
-
-def _evaluate(model: Any, batches: Any, steps: int | None) -> dict[str, Any]:
-    """Loss and metrics over the validation batches (metrics accumulate over them)."""
-    model.reset_metrics()
-    logs: dict[str, Any] = {}
-    for index, batch in enumerate(batches):
-        if steps is not None and index >= steps:
-            break
-        logs = model.test_on_batch(*batch, return_dict=True)
-    return logs
 
 
 class _EventBridge(keras.callbacks.Callback):
