@@ -176,7 +176,8 @@ def _fit_on_one_device(
     callbacks: list[Any],
     notify: Callable[[str], None],
 ) -> dict[str, list[float]]:
-    """``model.fit``'s loop over ``train_on_batch`` / ``test_on_batch``; returns the history.
+    """``model.fit``'s loop over ``train_on_batch``, validating with ``model.evaluate``;
+    returns the history.
 
     When the device runs out of memory, each batch is trained in smaller parts from then
     on, and ``notify`` says so.
