@@ -205,9 +205,10 @@ class SegmentationConfig(JsonConfig):
 
         Depth 3 and 8 filters at full resolution (no stem): on ISBI membranes from
         scribbles and corrections (``benchmarks/interactive_loop.py``), the default
-        network's 2 x 2 stem learned too slowly in 10-second bursts and its mask collapsed
-        to one class (held-out IoU 0.00-0.39), this one held 0.37-0.48.  Keyword arguments
-        override single settings.
+        network's 2 x 2 stem learned too slowly in 10-second bursts and ended with its mask
+        collapsed to one class (last-round held-out IoU 0.01); this one reached 0.4-0.5 in
+        most runs but still swings between rounds.  Keyword arguments override single
+        settings.
         """
         settings: dict[str, object] = {
             "network": UNetConfig(depth=3, stem_stride=1, base_filters=8),
