@@ -5,9 +5,9 @@ each class), a model trained from scratch on them with the default burst.  Every
 round the annotator moves to the next slice, looks at the model's mask there and paints
 the largest wrongly-predicted connected regions with their true class, at most
 ``--brush-budget`` (5 %) of one slice's pixels; the model fine-tunes for the default burst
-(:data:`~napari_dlbio.models.interactive.DEFAULT_BURST_SECONDS`) with half of every batch
-on these fresh corrections, and re-predicts the slice.  After every round the membrane IoU
-on the held-out slices 25-29 is measured (not counted in the round's seconds).
+(:data:`~napari_dlbio.models.interactive.DEFAULT_BURST_SECONDS`) with a quarter of every
+batch on these fresh corrections, and re-predicts the slice.  After every round the
+membrane IoU on the held-out slices 25-29 is measured (not counted in the round's seconds).
 
 Prints a table; the last line is one JSON object with a ``rounds`` list of ``{"round",
 "annotated_percent", "seconds", "heldout_iou"}`` (``annotated_percent``: annotated pixels

@@ -12,6 +12,7 @@ from napari_dlbio.core.patches import (
     class_pixel_counts,
     class_weights_from_counts,
     hold_out,
+    random_crops,
     split_validation,
     validation_mask,
 )
@@ -185,3 +186,19 @@ def test_class_counts_and_median_frequency_weights():
     assert capped.max() == 50
     with pytest.raises(InputDataError, match="value 3"):
         class_pixel_counts(annotation, 2)
+
+
+def test_random_crops_cover_the_whole_stack_and_pad_short_axes():
+    images = np.arange(3 * 20 * 30, dtype=np.float32).reshape(3, 20, 30)
+    crops = random_crops(images, 16, 200, np.random.default_rng(0))
+    assert crops.shape == (200, 16, 16, 1)
+    assert crops.dtype == np.float32
+    # Crops come from every slice, annotated or not, and from both ends of each axis.
+    slices = {int(crop[0, 0, 0]) // 600 for crop in crops}
+    assert slices == {0, 1, 2}
+    assert crops.min() == 0
+    assert crops.max() == images.max()
+    small = random_crops(images[:, :10, :10], 16, 2, np.random.default_rng(0))
+    assert small.shape == (2, 16, 16, 1)
+    # Reflection continues the image: row 10 mirrors row 8.
+    np.testing.assert_array_equal(small[:, 10], small[:, 8])

@@ -87,7 +87,7 @@ def test_a_fine_tuner_warm_starts_from_a_trained_model():
     np.testing.assert_allclose(after, before, atol=1e-6)
 
 
-def test_half_of_every_batch_is_drawn_around_the_recent_corrections():
+def test_a_quarter_of_every_batch_is_drawn_around_the_recent_corrections():
     images, truth = _bright_squares()
     annotation = _scribbles(truth)
     annotation[1, 80:96, 80:96] = 2  # a correction in a corner of the other slice
@@ -101,6 +101,18 @@ def test_half_of_every_batch_is_drawn_around_the_recent_corrections():
     corner_patches = [bool((patch == 2).sum() >= 100) for patch in labels]
     assert all(corner_patches[-2:])  # a quarter of the batch
     assert tuner.config.batch_size == 8  # the burst settings replace the config's
+
+
+def test_a_burst_leaves_batch_norm_statistics_of_the_images_not_stale_ones():
+    images, truth = _bright_squares()
+    tuner = FineTuner(CONFIG, **BURSTS)
+    norms = [layer for layer in tuner._network.layers if "bn" in layer.name]
+    for layer in norms:
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 1e3, np.float32))
+    run_to_end(tuner.iter_burst(images, _scribbles(truth), seconds=0.0))
+    means = np.concatenate([np.asarray(layer.moving_mean) for layer in norms])
+    assert np.isfinite(means).all()
+    assert np.abs(means).max() < 100  # recomputed from the images, even without a step
 
 
 def test_a_cancelled_burst_stops_at_once():

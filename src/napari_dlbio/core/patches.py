@@ -147,6 +147,29 @@ class PatchSampler:
         return slice(start, start + p), (0, 0)
 
 
+def random_crops(
+    images: np.ndarray, patch_size: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` crops of P x P taken anywhere in the stack, annotated or not.
+
+    ``images`` are (Z, Y, X, C) (or (Z, Y, X)); axes shorter than P are padded by
+    reflection.  Returns float32 (count, P, P, C).
+    """
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    z_size, y_size, x_size = images.shape[:3]
+    crops = []
+    for _ in range(count):
+        z = int(rng.integers(z_size))
+        y, x = (int(rng.integers(max(size - patch_size, 0) + 1)) for size in (y_size, x_size))
+        crop = np.asarray(images[z, y : y + patch_size, x : x + patch_size], dtype=np.float32)
+        missing = [(0, patch_size - size) for size in crop.shape[:2]]
+        if any(after for _, after in missing):
+            crop = np.pad(crop, (*missing, (0, 0)), mode="reflect")
+        crops.append(crop)
+    return np.stack(crops)
+
+
 def _class_coordinates(annotations: np.ndarray, slices: list[int]) -> dict[int, np.ndarray]:
     """Flat (Z, Y, X) indices of the annotated pixels of each annotation value."""
     plane_size = math.prod(annotations.shape[1:])
