@@ -246,8 +246,12 @@ def _update_in_place(old: Layer, new: Layer) -> bool:
     if type(old) is not type(new) or old.ndim != new.ndim:
         return False
     old.data = new.data
-    old.scale = new.scale
-    old.translate = new.translate
+    # Setting an unchanged placement still re-checks the viewer's dimensions and redraws
+    # (15 ms a time on a software-GL machine).
+    if not np.array_equal(old.scale, new.scale):
+        old.scale = new.scale
+    if not np.array_equal(old.translate, new.translate):
+        old.translate = new.translate
     old.metadata = dict(new.metadata)
     if isinstance(new, Labels):
         old.features = new.features

@@ -11,6 +11,7 @@ started by Python's ``threading`` (see :func:`_relayed`); napari's worker relays
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import queue
@@ -102,12 +103,21 @@ def warm_up_engine() -> threading.Event:
 
 
 def _import_engine() -> None:
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for name in ENGINE_MODULES:
             importlib.import_module(name)
     except Exception:  # noqa: BLE001  (the first job imports again and reports it)
         _log.debug("warming up the engine failed", exc_info=True)
     finally:
+        # napari, Qt, TensorFlow and Keras are some 300,000 long-lived objects, and a full
+        # garbage collection scanning them holds the GIL for a quarter of a second (measured
+        # in the middle of tracing a training step, a freeze of the window).  Frozen, they
+        # are still freed when unreferenced; collections only scan newer objects.
+        gc.freeze()
+        if collecting:
+            gc.enable()
         _engine_ready.set()
 
 

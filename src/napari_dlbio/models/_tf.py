@@ -10,10 +10,13 @@ symbols first, which avoids the collision (see "Known hazard" in DESIGN.md).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import os
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -103,6 +106,7 @@ def _import_with_deepbind() -> ModuleType:
 
         return tf
     old_flags = sys.getdlopenflags()
+    _preload_libraries(old_flags | deepbind)
     sys.setdlopenflags(old_flags | deepbind)
     try:
         import keras  # noqa: F401  (Keras' own extension modules load under the same flags)
@@ -110,6 +114,38 @@ def _import_with_deepbind() -> ModuleType:
     finally:
         sys.setdlopenflags(old_flags)
     return tf
+
+
+# TensorFlow's largest shared objects (relative to its package; missing ones are skipped).
+_LARGE_LIBRARIES = (
+    "libtensorflow_framework.so.2",
+    "libtensorflow_cc.so.2",
+    "python/lib_pywrap_tensorflow_common.so",
+    "python/_pywrap_tensorflow_internal.so",
+    "python/profiler/internal/_pywrap_profiler_plugin.so",
+    "lite/python/libpywrap_tflite_common.so",
+)
+
+
+def _preload_libraries(flags: int) -> None:
+    """Load TensorFlow's largest libraries through the C library with the GIL released.
+
+    Python's import holds the GIL while it loads an extension module, and loading (and
+    initialising) these gigabyte-sized libraries took half a second, a freeze of napari's
+    window even though the import ran in a background thread.  Loaded here first with the
+    same flags, they are already in place when ``import tensorflow`` asks for them.
+    """
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    package = Path(next(iter(spec.submodule_search_locations)))
+    dlopen = ctypes.CDLL(None).dlopen  # a plain CDLL call releases the GIL
+    dlopen.restype = ctypes.c_void_p
+    dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    for name in _LARGE_LIBRARIES:
+        library = package / name
+        if library.is_file():
+            dlopen(os.fsencode(library), flags)  # a failure shows in the import itself
 
 
 def _configure(tf: ModuleType) -> None:
