@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
@@ -30,27 +31,17 @@ from napari_dlbio._widgets._export_jobs import (
     export_metrics,
     export_model,
 )
-from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets._worker import Job, JobFunction
 from napari_dlbio.core.events import RunState
 
 TIFF, PNGS = "TIFF stack", "PNG slices (a new folder)"
 
 
-class ExportWidget(QWidget):
-    """Write results to new files; nothing existing is ever overwritten.
-
-    Parameters
-    ----------
-    napari_viewer
-        The viewer the widget is docked in.
-    """
+class ExportWidget(JobWidget):
+    """Write results to new files; nothing existing is ever overwritten."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
-        self.job: Job | None = None
+        super().__init__(napari_viewer, engine=False)
         self.mask_combo = LayerCombo(napari_viewer, Labels)
         self.format_combo = QComboBox()
         self.format_combo.addItems([TIFF, PNGS])

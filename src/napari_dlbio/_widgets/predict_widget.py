@@ -18,10 +18,10 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QVBoxLayout,
-    QWidget,
 )
 
 from napari_dlbio._layers import classification_text
+from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
@@ -44,8 +44,7 @@ from napari_dlbio._widgets._jobs import (
     predict_segmentation,
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
-from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
@@ -55,21 +54,11 @@ CLASS_COLUMNS = ("image", "predicted", "probability", "true")
 PREDICTIONS_KEY = "dlbio_predictions"
 
 
-class PredictWidget(QWidget):
-    """Predict on the current slice or the whole stack, then inspect the result.
-
-    Parameters
-    ----------
-    napari_viewer
-        The viewer the widget is docked in.
-    """
+class PredictWidget(JobWidget):
+    """Predict on the current slice or the whole stack, then inspect the result."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
-        warm_up_engine()
-        self.job: Job | None = None
+        super().__init__(napari_viewer)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()
         self.model_combo.addItems([CURRENT_MODEL, MODEL_FOLDER])

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlbio._layers import PREDICTION, ROLE_KEY
+from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     _disconnect,
@@ -40,8 +41,7 @@ from napari_dlbio._widgets._refine_jobs import (
     fine_tune_burst,
     most_uncertain_point,
 )
-from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.errors import DlbioError, InputDataError
 from napari_dlbio.core.events import BatchEnded, Event, RunState, TrainingStarted
 from napari_dlbio.core.segmentation_config import SegmentationConfig
@@ -53,21 +53,11 @@ AGREEMENT_DELAY_MS, AUTO_DELAY_MS = 300, 1500
 _RESULTS = (PREDICTION, DISAGREEMENT)
 
 
-class RefineWidget(QWidget):
-    """Human in the loop: accept a prediction, correct it, fine-tune on the corrections.
-
-    Parameters
-    ----------
-    napari_viewer
-        The viewer the widget is docked in.
-    """
+class RefineWidget(JobWidget):
+    """Human in the loop: accept a prediction, correct it, fine-tune on the corrections."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
-        warm_up_engine()
-        self.job: Job | None = None
+        super().__init__(napari_viewer)
         self.config: SegmentationConfig | None = None  # None: the model's or default settings
         self.slot = TunerSlot()  # the compiled network lives on between bursts
         self._dirty = False

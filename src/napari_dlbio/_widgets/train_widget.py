@@ -16,9 +16,9 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
+from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
@@ -31,8 +31,7 @@ from napari_dlbio._widgets._common import (
 from napari_dlbio._widgets._config_form import ConfigForm, Setting
 from napari_dlbio._widgets._jobs import ModelSource, TrainOutcome, TrainRequest, train
 from napari_dlbio._widgets._plot import LossPlot
-from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
@@ -81,21 +80,11 @@ CLASSIFIER_SETTINGS = (
 )
 
 
-class TrainWidget(QWidget):
-    """Train or fine-tune from the layers directly, watching loss and score live.
-
-    Parameters
-    ----------
-    napari_viewer
-        The viewer the widget is docked in.
-    """
+class TrainWidget(JobWidget):
+    """Train or fine-tune from the layers directly, watching loss and score live."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
-        warm_up_engine()
-        self.job: Job | None = None
+        super().__init__(napari_viewer)
         self.outcome: TrainOutcome | None = None
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.annotation_combo = LayerCombo(napari_viewer, Labels)

@@ -1,0 +1,32 @@
+"""The start every job-running dock widget of the plugin shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import QWidget
+
+from napari_dlbio._widgets._session import session_for
+from napari_dlbio._widgets._worker import Job, warm_up_engine
+
+
+class JobWidget(QWidget):
+    """A dock widget that runs background jobs on the layers of one viewer.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer the widget is docked in.
+    engine
+        Whether its jobs need the deep-learning engine; its import then starts in the
+        background (:func:`~napari_dlbio._widgets._worker.warm_up_engine`) while the user
+        sets up the job.
+    """
+
+    def __init__(self, napari_viewer: Any, *, engine: bool = True) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.job: Job | None = None
+        if engine:
+            warm_up_engine()
