@@ -13,7 +13,11 @@ Prints a table; the last line is one JSON object with a ``rounds`` list of ``{"r
 "annotated_percent", "seconds", "heldout_iou"}`` (``annotated_percent``: annotated pixels
 so far, as a share of one 512 x 512 slice).
 
-Usage: python benchmarks/interactive_loop.py [--rounds 10] [--brush-budget 0.05] [--data DIR]
+``--whole-slices`` is the reference the corrections are measured against: the annotator
+paints the whole ground truth of slice 0 and then of every next slice, with the same bursts.
+
+Usage: python benchmarks/interactive_loop.py [--rounds 10] [--brush-budget 0.05]
+       [--whole-slices] [--data DIR]
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="correction rounds after round 0")
     parser.add_argument("--brush-budget", type=float, default=0.05, help="share of one slice")
+    parser.add_argument(
+        "--whole-slices",
+        action="store_true",
+        help="paint whole slices of ground truth instead of scribbles and corrections",
+    )
     parser.add_argument("--seconds", type=float, help="burst length (default: the plugin's)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared/data folder")
     args = parser.parse_args()
@@ -91,7 +100,7 @@ def main() -> None:
 
     training = volume[:25]
     annotation = np.zeros(training.shape, dtype=np.uint8)
-    annotation[0] = scribbles(truth[0], rng)
+    annotation[0] = truth[0] if args.whole_slices else scribbles(truth[0], rng)
     recent = annotation > 0
     tuner = FineTuner(SegmentationConfig.interactive(class_names=CLASSES))
     rounds = []
@@ -99,7 +108,10 @@ def main() -> None:
         current = round_index % len(training)
         if round_index > 0:
             predicted = predict_segmentation(tuner.model, training[current]).mask[0] + 1
-            painted = corrections(truth[current], predicted, budget)
+            if args.whole_slices:
+                painted = np.ones(predicted.shape, dtype=bool)
+            else:
+                painted = corrections(truth[current], predicted, budget)
             annotation[current][painted] = truth[current][painted]
             recent = np.zeros(annotation.shape, dtype=bool)
             recent[current] = painted
@@ -130,6 +142,7 @@ def main() -> None:
             {
                 "burst_seconds": seconds,
                 "brush_budget_percent_of_slice": 100 * args.brush_budget,
+                "annotator": "whole slices" if args.whole_slices else "corrections",
                 "max_round_seconds": max(r["seconds"] for r in rounds),
                 "final_heldout_iou": rounds[-1]["heldout_iou"],
                 "rounds": rounds,
