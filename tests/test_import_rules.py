@@ -114,3 +114,9 @@ def test_package_reader_writer_and_samples_do_not_load_tensorflow() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "loaded: []"
+
+
+def test_the_training_process_imports_no_napari_or_qt() -> None:
+    """The child process that trains imports this module: no GUI may come with it."""
+    module = PACKAGE / "_widgets" / "_training_job.py"
+    assert _violations([module], GUI | TENSORFLOW) == []

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_dlbio._widgets._jobs import apply_changes
+from napari_dlbio._widgets._training_job import apply_changes
 from napari_dlbio.core.config import JsonConfig
 
 _NONE = "none"

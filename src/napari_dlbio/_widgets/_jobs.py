@@ -3,14 +3,14 @@
 Each job takes configs and numpy arrays (never layers or widgets), imports the model code
 when it starts (so TensorFlow is first imported here, through ``models._tf``), yields typed
 events and returns plain results: napari layers not yet in a viewer, layer data tuples,
-table rows, a model folder.  No Qt.
+table rows, a model folder.  No Qt.  Training has its own module,
+:mod:`._training_job`, as it runs in a child process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,116 +24,17 @@ from napari_dlbio._layers import (
     metrics_rows,
     prediction_layers,
 )
-from napari_dlbio.core.config import JsonConfig, Task
+from napari_dlbio._widgets._training_job import ModelSource
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.events import CancelToken, Event, Notice, RunState
+from napari_dlbio.core.events import CancelToken, Event, Notice
 from napari_dlbio.core.labels import classes_from_annotation
 from napari_dlbio.core.metrics import segmentation_report
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
-    from napari_dlbio.models.training import FitResult
 
 Job = Generator[Event, None, Any]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a job gets its model: the one in memory, a folder, or none (a new network)."""
-
-    model: ModelFolder | None = None
-    folder: Path | None = None
-
-    def load(self, task: Task) -> Generator[Event, None, ModelFolder | None]:
-        """The model (loading the folder in the calling thread), checked to fit ``task``."""
-        if self.folder is not None:
-            from napari_dlbio.models.store import load_model_folder
-
-            model = load_model_folder(self.folder, task)
-            yield Notice(f"Loaded the {task.value} model from {self.folder}.")
-            return model
-        if self.model is not None and self.model.task is not task:
-            raise InputDataError(
-                f"The current model is a {self.model.task.value} model; this needs a "
-                f"{task.value} model. Train one or load a model folder."
-            )
-        return self.model
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """Everything a training job needs, copied out of the widgets.
-
-    Attributes
-    ----------
-    task
-        Segmentation (images + annotation) or classification (images + class indices).
-    images
-        (Z, Y, X[, C]) slices or (N, H, W, C) leaf photos.
-    targets
-        Annotation (Z, Y, X) or class indices (N,).
-    config
-        The form's settings for a new network.
-    training
-        The form's training settings alone, applied to a fine-tuned model's own config.
-    start
-        The model to fine-tune; empty for a new network.
-    save_to
-        The model folder to write at the end, or ``None`` to keep the model in memory only.
-    """
-
-    task: Task
-    images: Any
-    targets: np.ndarray
-    config: JsonConfig
-    training: Mapping[str, Any] = field(default_factory=dict)
-    start: ModelSource = field(default_factory=ModelSource)
-    save_to: Path | None = None
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    """What training gave: the model (best weights) and how the fit ended."""
-
-    model: ModelFolder
-    fit: FitResult
-    saved: Path | None
-
-
-def train(request: TrainRequest, *, cancel: CancelToken) -> Job:
-    """Train or fine-tune, then save the model folder if asked; return a TrainOutcome."""
-    initial = yield from request.start.load(request.task)
-    config = request.config
-    if initial is not None:
-        # Fine-tuning keeps the model's architecture and classes; only training changes.
-        config = apply_changes(initial.config, request.training)
-    images = np.asarray(request.images)
-    if request.task is Task.SEGMENTATION:
-        from napari_dlbio.models.segmentation import iter_train_segmentation
-
-        result = yield from iter_train_segmentation(
-            images, request.targets, config, cancel=cancel, initial=initial
-        )
-    else:
-        from napari_dlbio.models.classification import iter_train_classifier
-
-        result = yield from iter_train_classifier(
-            images, request.targets, config, cancel=cancel, initial=initial
-        )
-    model, fit = result.model, result.fit
-    if fit.state is RunState.CANCELLED and fit.best_epoch is None:
-        yield Notice("Stopped before the first epoch ended: no model was kept.")
-        return None
-    saved = None
-    if request.save_to is not None:
-        from napari_dlbio.models.store import save_model_folder
-
-        saved = save_model_folder(
-            request.save_to, model.model, model.task, model.config, fit.history, model.metrics
-        )
-        model.path = saved
-        yield Notice(f"Model saved to {saved}.")
-    return TrainOutcome(model=model, fit=fit, saved=saved)
 
 
 @dataclass(frozen=True)
@@ -300,22 +201,3 @@ def explain(
         raise InputDataError("No classifier yet: train one or choose a model folder.")
     heatmap = grad_cam(model, np.asarray(image))
     return gradcam_layer(heatmap, placement, image_name, index)
-
-
-def apply_changes(config: JsonConfig, values: Mapping[str, Any]) -> JsonConfig:
-    """``config`` with dotted-key ``values`` replaced, nested configs included (validated).
-
-    ``{"epochs": 5, "network.depth": 2}`` changes ``config.epochs`` and
-    ``config.network.depth``.
-    """
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            top[key] = value
-    for head, changes in nested.items():
-        top[head] = apply_changes(getattr(config, head), changes)
-    return config.replace(**top)

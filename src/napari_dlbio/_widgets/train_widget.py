@@ -1,4 +1,4 @@
-"""Train: a new U-Net or classifier, or fine-tune the current / a saved model, in a thread."""
+"""Train: a new U-Net / classifier or fine-tune a model, in a child process (`_training_job`)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,13 @@ from napari_dlbio._widgets._common import (
     spatial_shape,
 )
 from napari_dlbio._widgets._config_form import ConfigForm, Setting
-from napari_dlbio._widgets._jobs import ModelSource, TrainOutcome, TrainRequest, train
 from napari_dlbio._widgets._plot import LossPlot
+from napari_dlbio._widgets._training_job import (
+    ModelSource,
+    TrainOutcome,
+    TrainRequest,
+    train_in_child_process,
+)
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
@@ -164,7 +169,7 @@ class TrainWidget(JobWidget):
         self.plot.clear("val accuracy" if request.task is Task.CLASSIFICATION else "val IoU")
         self.status_label.setText("Preparing data and the network...")
         self.job = Job(
-            train,
+            train_in_child_process,
             request,
             description="Training",
             on_event=self._on_event,

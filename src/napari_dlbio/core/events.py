@@ -30,10 +30,14 @@ class RunState(Enum):
 
 
 class CancelToken:
-    """Thread-safe flag a user sets (Stop button, Ctrl+C) and a job polls."""
+    """Thread-safe flag a user sets (Stop button, Ctrl+C) and a job polls.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    ``flag`` is the event behind it: a fresh ``threading.Event`` by default, or a
+    ``multiprocessing`` event shared with another process.
+    """
+
+    def __init__(self, flag: Any = None) -> None:
+        self._event = threading.Event() if flag is None else flag
 
     def cancel(self) -> None:
         """Ask the job to stop at its next check (within one batch or tile)."""
