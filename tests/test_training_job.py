@@ -46,12 +46,7 @@ def _request(config: SegmentationConfig = TINY, **changes) -> TrainRequest:
 def test_the_child_trains_and_the_model_comes_back_usable(tmp_path) -> None:
     events = []
     job = train_in_child_process(_request(save_to=tmp_path / "model"), cancel=CancelToken())
-    while True:
-        try:
-            events.append(next(job))
-        except StopIteration as finished:
-            outcome = finished.value
-            break
+    outcome = run_to_end(job, events.append)
 
     kinds = {type(event) for event in events}
     assert {TrainingStarted, BatchEnded, EpochEnded} <= kinds
@@ -81,22 +76,19 @@ def test_fine_tuning_a_model_in_memory_keeps_it_in_memory() -> None:
 
 def test_stop_reaches_the_child_and_keeps_the_best_weights() -> None:
     cancel = CancelToken()
-    job = train_in_child_process(_request(TINY.replace(epochs=1000)), cancel=cancel)
-    outcome = None
-    epochs = 0
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as finished:
-            outcome = finished.value
-            break
+    epochs = []
+
+    def stop_after_an_epoch(event) -> None:
         if isinstance(event, EpochEnded):
-            epochs += 1
+            epochs.append(event.epoch)
             cancel.cancel()
+
+    job = train_in_child_process(_request(TINY.replace(epochs=1000)), cancel=cancel)
+    outcome = run_to_end(job, stop_after_an_epoch)
 
     assert outcome.fit.state is RunState.CANCELLED
     assert outcome.fit.best_epoch is not None
-    assert epochs < 10
+    assert len(epochs) < 10
 
 
 def test_an_error_in_the_child_is_raised_here_with_its_message(tmp_path) -> None:
