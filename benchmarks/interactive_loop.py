@@ -6,8 +6,12 @@ round the annotator moves to the next slice, looks at the model's mask there and
 the largest wrongly-predicted connected regions with their true class, at most
 ``--brush-budget`` (5 %) of one slice's pixels; the model fine-tunes for the default burst
 (:data:`~napari_dlbio.models.interactive.DEFAULT_BURST_SECONDS`) with a quarter of every
-batch on these fresh corrections, and re-predicts the slice.  After every round the
-membrane IoU on the held-out slices 25-29 is measured (not counted in the round's seconds).
+batch on these fresh corrections, and re-predicts the slice.  As in the Correct &
+fine-tune widget's default, the unpainted pixels of every corrected slice count as right:
+the burst learns them as the mask the annotator saw there
+(:func:`~napari_dlbio.core.labels.with_reviewed_slices`); ``--corrections-only`` turns
+that off.  After every round the membrane IoU on the held-out slices 25-29 is measured
+(not counted in the round's seconds).
 
 Prints a table; the last line is one JSON object with a ``rounds`` list of ``{"round",
 "annotated_percent", "seconds", "heldout_iou"}`` (``annotated_percent``: annotated pixels
@@ -17,7 +21,7 @@ so far, as a share of one 512 x 512 slice).
 paints the whole ground truth of slice 0 and then of every next slice, with the same bursts.
 
 Usage: python benchmarks/interactive_loop.py [--rounds 10] [--brush-budget 0.05]
-       [--whole-slices] [--data DIR]
+       [--corrections-only | --whole-slices] [--data DIR]
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="correction rounds after round 0")
     parser.add_argument("--brush-budget", type=float, default=0.05, help="share of one slice")
     parser.add_argument(
+        "--corrections-only",
+        action="store_true",
+        help="learn the painted pixels only, not the rest of the corrected slices",
+    )
+    parser.add_argument(
         "--whole-slices",
         action="store_true",
         help="paint whole slices of ground truth instead of scribbles and corrections",
@@ -84,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from napari_dlbio.core.events import run_to_end
+    from napari_dlbio.core.labels import with_reviewed_slices
     from napari_dlbio.core.segmentation_config import SegmentationConfig
     from napari_dlbio.models.interactive import DEFAULT_BURST_SECONDS, FineTuner
     from napari_dlbio.models.segmentation import evaluate_segmentation, predict_segmentation
@@ -102,6 +112,7 @@ def main() -> None:
     annotation = np.zeros(training.shape, dtype=np.uint8)
     annotation[0] = truth[0] if args.whole_slices else scribbles(truth[0], rng)
     recent = annotation > 0
+    reviewed: dict[int, np.ndarray] = {}
     tuner = FineTuner(SegmentationConfig.interactive(class_names=CLASSES))
     rounds = []
     for round_index in range(args.rounds + 1):
@@ -112,11 +123,14 @@ def main() -> None:
                 painted = np.ones(predicted.shape, dtype=bool)
             else:
                 painted = corrections(truth[current], predicted, budget)
+                if not args.corrections_only:
+                    reviewed[current] = predicted - 1
             annotation[current][painted] = truth[current][painted]
             recent = np.zeros(annotation.shape, dtype=bool)
             recent[current] = painted
         started = time.perf_counter()
-        run_to_end(tuner.iter_burst(training, annotation, seconds=seconds, recent=recent))
+        labels = with_reviewed_slices(annotation, reviewed)
+        run_to_end(tuner.iter_burst(training, labels, seconds=seconds, recent=recent))
         predict_segmentation(tuner.model, training[current])  # what the user sees next
         round_seconds = time.perf_counter() - started
         prediction = predict_segmentation(tuner.model, volume[HELD_OUT])
@@ -142,13 +156,21 @@ def main() -> None:
             {
                 "burst_seconds": seconds,
                 "brush_budget_percent_of_slice": 100 * args.brush_budget,
-                "annotator": "whole slices" if args.whole_slices else "corrections",
+                "annotator": _annotator(args),
                 "max_round_seconds": max(r["seconds"] for r in rounds),
                 "final_heldout_iou": rounds[-1]["heldout_iou"],
                 "rounds": rounds,
             }
         )
     )
+
+
+def _annotator(args: argparse.Namespace) -> str:
+    if args.whole_slices:
+        return "whole slices"
+    if args.corrections_only:
+        return "corrections only"
+    return "corrections, the rest of each corrected slice taken as right"
 
 
 if __name__ == "__main__":

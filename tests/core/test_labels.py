@@ -14,6 +14,7 @@ from napari_dlbio.core.labels import (
     classes_from_annotation,
     parse_label_values,
     prediction_edit,
+    with_reviewed_slices,
 )
 
 ISBI_CLASSES = ["background", "membrane"]
@@ -142,3 +143,24 @@ def test_accepting_with_overwrite_replaces_the_users_pixels_too():
 def test_accepting_a_prediction_of_another_image_is_refused():
     with pytest.raises(InputDataError, match="does not match"):
         prediction_edit(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8))
+
+
+def test_reviewed_slices_add_the_seen_mask_where_nothing_was_painted() -> None:
+    annotation = np.zeros((3, 2, 3), np.uint8)
+    annotation[1, 0, 0] = 2  # a correction: class 1
+    annotation[2, 1, 1] = 1  # paint on a slice that was not reviewed
+    seen = np.array([[0, 1, 1], [0, 0, 1]])
+
+    labels = with_reviewed_slices(annotation, {1: seen})
+
+    np.testing.assert_array_equal(labels[1], [[2, 2, 2], [1, 1, 2]])  # the stroke wins
+    np.testing.assert_array_equal(labels[[0, 2]], annotation[[0, 2]])
+    assert annotation[1].sum() == 2  # the user's annotation is not changed
+    assert with_reviewed_slices(annotation, {}) is annotation
+
+
+def test_a_reviewed_2d_annotation_is_one_slice() -> None:
+    annotation = np.zeros((2, 2), np.uint8)
+    annotation[0, 0] = 1
+    labels = with_reviewed_slices(annotation, {0: np.ones((2, 2), np.uint8)})
+    np.testing.assert_array_equal(labels, [[1, 2], [2, 2]])

@@ -170,14 +170,22 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     assert not widget.stop_button.isEnabled()
 
     tuner, first_model = widget.slot.tuner, widget.session.model
+    seen = mask.data[0].copy()
     rows, cols = np.nonzero(np.ones((4, 512), bool))
     annotation.data_setitem((np.zeros_like(rows), rows + 200, cols), 1)  # a correction
+    assert widget.slot.reviewed == {}
     widget.fine_tune_button.click()
+    # The corrected slice counts as reviewed: its unpainted pixels are learned as the
+    # mask the user saw while correcting.
+    np.testing.assert_array_equal(widget.slot.reviewed[0], seen)
     finish(widget, 120)
     assert widget.job.state is RunState.DONE
     assert widget.slot.tuner is tuner  # the compiled network was kept
     assert widget.session.model is not first_model
     np.testing.assert_array_equal(widget.slot.baseline[1], annotation.data)
+
+    widget.trust_check.setChecked(False)
+    assert widget._request().reviewed == {}  # the user's choice: strokes only
 
 
 def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(

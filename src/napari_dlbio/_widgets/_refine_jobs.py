@@ -8,7 +8,7 @@ with an annotation, score their agreement and find where the model is least sure
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +26,12 @@ from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken
-from napari_dlbio.core.labels import check_annotation, classes_from_annotation, prediction_edit
+from napari_dlbio.core.labels import (
+    check_annotation,
+    classes_from_annotation,
+    prediction_edit,
+    with_reviewed_slices,
+)
 from napari_dlbio.core.metrics import segmentation_report
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.core.uncertainty import most_uncertain_region
@@ -51,6 +56,10 @@ class BurstRequest:
         A snapshot of the annotation (0 = not annotated, k + 1 = class k).
     recent
         Pixels painted since the last burst, or ``None``.
+    reviewed
+        Slice -> the predicted mask the user corrected there; the burst takes the
+        unpainted pixels of these slices as right (see
+        :func:`~napari_dlbio.core.labels.with_reviewed_slices`).
     seconds
         Length of the burst.
     config
@@ -66,6 +75,7 @@ class BurstRequest:
     images: Any
     annotation: np.ndarray
     recent: np.ndarray | None
+    reviewed: dict[int, np.ndarray]
     seconds: float
     config: SegmentationConfig
     start: ModelFolder | None
@@ -77,12 +87,14 @@ class BurstRequest:
 @dataclass
 class TunerSlot:
     """What lives on between bursts: the tuner (a job fills it once the network is built),
-    the model it stands for and the annotation as it was at the last burst."""
+    the model it stands for, the annotation as it was at the last burst and the predicted
+    masks of the slices the user corrected."""
 
     tuner: FineTuner | None = None
     tuned_from: ModelFolder | None = None
     baseline: tuple[int, np.ndarray] | None = None
     images: Any = None  # the tuner caches images by id(): keep that id taken
+    reviewed: dict[int, np.ndarray] = field(default_factory=dict)
 
     def request(
         self,
@@ -92,12 +104,16 @@ class TunerSlot:
         config: SegmentationConfig | None,
         seconds: float,
         slice_index: int | None,
+        prediction: Labels | None = None,
     ) -> BurstRequest:
         """The next burst's request; ``model`` is the session's current model.
 
         Without a tuner, a new one starts from ``model`` (a segmentation model) or from
         scratch with the annotation's classes; ``config`` (or the model's, or the default
         settings) gives the training settings.  A tuner made for another model is dropped.
+        Every slice painted since the last burst is recorded as reviewed, with the mask of
+        ``prediction`` the user saw there, and the burst learns the unpainted pixels of all
+        reviewed slices; ``None`` (the user's choice) records and uses none.
         """
         # A snapshot: the user goes on painting while the network trains.
         snapshot = np.array(annotation.data, dtype=np.uint8, copy=True)
@@ -123,11 +139,35 @@ class TunerSlot:
         if self.baseline is not None and self.baseline[0] == id(annotation):
             before = self.baseline[1]
             recent = snapshot != before if before.shape == snapshot.shape else None
+        elif self.baseline is not None:
+            self.reviewed = {}  # another annotation layer: its slices were not reviewed
+        if recent is not None and prediction is not None:
+            self._review(recent, prediction, annotation)
         self.images = images
         where, name = placement_of(image), image.name
         return BurstRequest(
-            images, snapshot, recent, seconds, config, model, slice_index, where, name
+            images,
+            snapshot,
+            recent,
+            {} if prediction is None else dict(self.reviewed),
+            seconds,
+            config,
+            model,
+            slice_index,
+            where,
+            name,
         )
+
+    def _review(self, recent: np.ndarray, prediction: Labels, annotation: Labels) -> None:
+        """Keep the predicted mask of every slice with fresh paint that ``prediction`` covers."""
+        try:
+            first, mask = aligned(prediction, annotation)
+        except InputDataError:
+            return  # a prediction of another image: nothing was reviewed against it
+        painted = recent.reshape(-1, *recent.shape[-2:]).any(axis=(1, 2))
+        for z in np.flatnonzero(painted):
+            if 0 <= z - first < len(mask):
+                self.reviewed[int(z)] = np.array(mask[z - first], dtype=np.uint8, copy=True)
 
     def published(self, annotation: Labels, snapshot: np.ndarray) -> ModelFolder | None:
         """After a finished burst: the model to share; ``snapshot`` becomes the baseline."""
@@ -146,7 +186,7 @@ def fine_tune_burst(request: BurstRequest, slot: TunerSlot, *, cancel: CancelTok
     tuner = slot.tuner
     model = yield from tuner.iter_burst(
         request.images,
-        request.annotation,
+        with_reviewed_slices(request.annotation, request.reviewed),
         seconds=request.seconds,
         recent=request.recent,
         cancel=cancel,

@@ -78,6 +78,12 @@ class RefineWidget(JobWidget):
         self.seconds_spin.setSuffix(" s")
         self.seconds_spin.setValue(BURST_SECONDS)
         self.auto_check = QCheckBox("auto: fine-tune when I stop painting")
+        self.trust_check = QCheckBox("what I leave unpainted on a corrected slice is right")
+        self.trust_check.setChecked(True)
+        self.trust_check.setToolTip(
+            "On: the network also learns the prediction you saw on every slice you corrected "
+            "(steadier, faster). Off: it learns from your strokes only."
+        )
         self.fine_tune_button = QPushButton("Fine-tune on corrections")
         self.stop_button = QPushButton("Stop")
         self.progress_bar = QProgressBar()
@@ -96,6 +102,7 @@ class RefineWidget(JobWidget):
         form.addRow(self.disagreement_check)
         form.addRow("Burst length", self.seconds_spin)
         form.addRow(self.auto_check)
+        form.addRow(self.trust_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.fine_tune_button)
         buttons.addWidget(self.stop_button)
@@ -221,7 +228,8 @@ class RefineWidget(JobWidget):
             raise InputDataError("choose the image and the annotation layer painted on it.")
         index = current_index(self.viewer, image) if annotation.ndim == 3 else None
         model, seconds = self.session.model, self.seconds_spin.value()
-        return self.slot.request(image, annotation, model, self.config, seconds, index)
+        prediction = self._prediction() if self.trust_check.isChecked() else None
+        return self.slot.request(image, annotation, model, self.config, seconds, index, prediction)
 
     def _on_event(self, event: Event) -> None:
         if not self.running:

@@ -146,6 +146,37 @@ def annotation_from_mask(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.uint8) + np.uint8(1)
 
 
+def with_reviewed_slices(annotation: np.ndarray, reviewed: Mapping[int, np.ndarray]) -> np.ndarray:
+    """The annotation plus what the user left alone on the slices they corrected.
+
+    A user who corrects a prediction on a slice tells the network where it is wrong and,
+    by leaving them, that the other pixels are right.  Trained on the corrections alone,
+    the network only ever sees where it was wrong and swings between classes
+    (``benchmarks/interactive_loop.py``).
+
+    Parameters
+    ----------
+    annotation
+        (Z, Y, X) or (Y, X) annotation: 0 = not annotated, k + 1 = class k.
+    reviewed
+        Slice index -> the predicted mask (Y, X) the user saw while correcting that slice
+        (0 = background, k = class k).
+
+    Returns
+    -------
+    np.ndarray
+        A new annotation in which the unpainted pixels of every reviewed slice hold the
+        prediction's class; painted pixels and the other slices are unchanged.
+    """
+    if not reviewed:
+        return annotation
+    labels = np.array(annotation, copy=True)
+    slices = labels.reshape(-1, *labels.shape[-2:])  # a 2D annotation is one slice
+    for z, mask in reviewed.items():
+        slices[z] = np.where(slices[z] == 0, annotation_from_mask(mask), slices[z])
+    return labels
+
+
 def classes_from_annotation(annotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split an annotation into class indices and the mask of annotated pixels.
 
