@@ -9,7 +9,7 @@ table rows, a model folder.  No Qt.  Training has its own module,
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,17 +24,15 @@ from napari_dlbio._layers import (
     metrics_rows,
     prediction_layers,
 )
-from napari_dlbio._widgets._training_job import ModelSource
+from napari_dlbio._widgets._training_job import Job, ModelSource
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.events import CancelToken, Event, Notice
+from napari_dlbio.core.events import CancelToken, Notice
 from napari_dlbio.core.labels import classes_from_annotation
 from napari_dlbio.core.metrics import segmentation_report
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
-
-Job = Generator[Event, None, Any]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_dlbio.core.config import JsonConfig, Task
 from napari_dlbio.core.errors import DlbioError, InputDataError
-from napari_dlbio.core.events import CancelToken, Event, Notice, RunState
+from napari_dlbio.core.events import CancelToken, Event, Notice, RunState, run_to_end
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -135,14 +135,18 @@ def train(request: TrainRequest, *, cancel: CancelToken) -> Job:
         return None
     saved = None
     if request.save_to is not None:
-        from napari_dlbio.models.store import save_model_folder
-
-        saved = save_model_folder(
-            request.save_to, model.model, model.task, model.config, fit.history, model.metrics
-        )
-        model.path = saved
+        saved = model.path = _save(model, fit, request.save_to)
         yield Notice(f"Model saved to {saved}.")
     return TrainOutcome(model=model, fit=fit, saved=saved)
+
+
+def _save(model: ModelFolder, fit: FitResult, folder: Path) -> Path:
+    """Write the trained model folder (with the fit's history) atomically; return its path."""
+    from napari_dlbio.models.store import save_model_folder
+
+    return save_model_folder(
+        folder, model.model, model.task, model.config, fit.history, model.metrics
+    )
 
 
 def train_in_child_process(request: TrainRequest, *, cancel: CancelToken) -> Job:
@@ -239,29 +243,15 @@ def _end_child(child: Any, stop: Any) -> None:
 
 def _run_child(request: TrainRequest, scratch: Path, messages: Any, stop: Any) -> None:
     """The child's whole life: train, save the model folder, send events and the result."""
+
+    def send(event: Event) -> None:
+        messages.put(("event", event))
+
     try:
-        job = train(request, cancel=CancelToken(stop))
-        while True:
-            try:
-                messages.put(("event", next(job)))
-            except StopIteration as finished:
-                outcome = finished.value
-                break
+        outcome = run_to_end(train(request, cancel=CancelToken(stop)), send)
         result = None
         if outcome is not None:
-            folder = outcome.saved
-            if folder is None:
-                from napari_dlbio.models.store import save_model_folder
-
-                model = outcome.model
-                folder = save_model_folder(
-                    scratch,
-                    model.model,
-                    model.task,
-                    model.config,
-                    outcome.fit.history,
-                    model.metrics,
-                )
+            folder = outcome.saved or _save(outcome.model, outcome.fit, scratch)
             result = (folder, outcome.fit, outcome.saved)
         messages.put(("result", result))
     except BaseException as error:  # noqa: BLE001  (re-raised in the parent)
