@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_dlbio._widgets._common import CANVAS_CHARACTERS
 from napari_dlbio._widgets._metrics_panel import AS_MASK
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.predict_widget import CURRENT_SLICE, WHOLE_STACK, PredictWidget
@@ -22,7 +23,7 @@ def _widget(viewer, image, model) -> PredictWidget:
 
 
 def test_current_slice_prediction_sits_on_that_slice_with_its_scores(
-    viewer, isbi, tiny_unet, finish, shown_errors
+    viewer, isbi, tiny_unet, finish, shown_errors, qtbot
 ) -> None:
     image, annotation = isbi
     image.scale = annotation.scale = (3.0, 1.0, 1.0)
@@ -43,6 +44,12 @@ def test_current_slice_prediction_sits_on_that_slice_with_its_scores(
     assert {row["slice"] for row in rows if row["scope"] == "slice"} == {3}
     overlay = viewer.canvas.overlays.text
     assert overlay.text.startswith("slice 3: membrane IoU")
+    # The widget renders the canvas font while idle (each character costs ~10 ms the first
+    # time it is drawn).  This reads napari's private font: if it fails, napari moved it
+    # and warm_canvas_font silently does nothing.
+    info = viewer.window._qt_viewer.canvas._font_info
+    font = info.font_manager.get_font(info.face)
+    qtbot.waitUntil(lambda: set(CANVAS_CHARACTERS) <= set(font._glyphs), timeout=10_000)
     viewer.dims.set_point(0, 2 * 3.0)
     assert overlay.text == "slice 2: no metrics"
 

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
 from napari_dlbio._widgets._worker import Job, error_message, warm_up_engine
@@ -105,6 +106,45 @@ def test_a_failure_is_a_notification_and_the_job_still_finishes(qtbot, error, sh
     assert states == [RunState.FAILED]
     assert results == []
     assert any(str(error) in text for text in shown_errors())
+
+
+def test_a_result_shown_in_stages_lets_the_window_react_between_them(qtbot) -> None:
+    # napari adds a layer in 150-250 ms on a software-GL machine: a result of several
+    # layers is shown one per turn of the event loop, and the job runs until all are shown.
+    ticks, log = [], []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(1)
+
+    def show(result: str):
+        for stage in range(3):
+            log.append((stage, len(ticks), job.running))
+            time.sleep(0.02)
+            yield
+
+    job = Job(_fake_training, 2, description="Predicting", on_result=show, on_done=log.append)
+    job.start()
+    qtbot.waitUntil(lambda: not job.running, timeout=10_000)
+    timer.stop()
+    stages, done = log[:3], log[3:]
+    assert [stage for stage, _, _ in stages] == [0, 1, 2]
+    assert all(running for _, _, running in stages)
+    ticks_seen = [count for _, count, _ in stages]
+    assert ticks_seen[0] < ticks_seen[1] < ticks_seen[2], "no timer fired between stages"
+    assert done == [RunState.DONE]
+
+
+def test_a_stage_that_fails_is_reported_and_the_job_still_ends(qtbot, shown_errors) -> None:
+    def show(result: str):
+        yield
+        raise ValueError("layer shapes differ")
+
+    states = []
+    job = Job(_fake_training, 2, description="Predicting", on_result=show, on_done=states.append)
+    job.start()
+    qtbot.waitUntil(lambda: not job.running, timeout=10_000)
+    assert states == [RunState.FAILED]
+    assert any("layer shapes differ" in text for text in shown_errors())
 
 
 def test_out_of_memory_says_what_to_do() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import string
+import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -212,6 +215,52 @@ def show_canvas_text(viewer: Any, text: str) -> None:
     overlay.text = text
     overlay.position = "top_left"
     overlay.visible = True
+
+
+# Characters of the figures and names the widgets write on the canvas.
+CANVAS_CHARACTERS = string.ascii_letters + string.digits + " .,:;|%()-_/"
+GLYPH_INTERVAL_MS, WAIT_MS = 10, 200
+
+
+def warm_canvas_font(viewer: Any, after: threading.Event) -> None:
+    """Render the glyphs of canvas text ahead of time, one per turn of the event loop.
+
+    napari draws each character of canvas text on the CPU the first time it is shown
+    (~10 ms each here), so the first line of metrics froze the window for 300-500 ms.
+    Rendering starts once ``after`` is set (the engine's import, whose thread would slow
+    every glyph tenfold by competing for the GIL, as a running prediction does).  The
+    font is napari's private API: if it is not where napari 0.9 keeps it, nothing happens.
+    """
+    try:
+        info = viewer.window._qt_viewer.canvas._font_info
+        font = info.font_manager.get_font(info.face)
+    except AttributeError:
+        return
+    pending = deque(CANVAS_CHARACTERS)
+
+    def render_next() -> None:
+        if not after.is_set():
+            QTimer.singleShot(WAIT_MS, render_next)
+        elif pending:
+            font[pending.popleft()]  # a glyph already rendered costs nothing
+            QTimer.singleShot(GLYPH_INTERVAL_MS, render_next)
+
+    render_next()
+
+
+def show_layers_in_turns(
+    viewer: Any, layers: Sequence[Layer | LayerData]
+) -> Generator[None, None, list[Layer]]:
+    """:func:`show_layers` one layer at a time, yielding after each.
+
+    napari blocks its window for 150-250 ms to add a layer on a software-GL machine; a
+    job's ``on_result`` that yields lets the window redraw and react between layers.
+    """
+    shown: list[Layer] = []
+    for item in layers:
+        shown += show_layers(viewer, [item])
+        yield
+    return shown
 
 
 def show_layers(viewer: Any, layers: Sequence[Layer | LayerData]) -> list[Layer]:

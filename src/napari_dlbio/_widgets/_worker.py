@@ -17,13 +17,14 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
 from napari_dlbio.core.errors import DlbioError
@@ -135,7 +136,11 @@ class Job:
     on_event
         Called in the GUI thread with every event except notices and failures.
     on_result
-        Called in the GUI thread with the job's return value when it ended normally.
+        Called in the GUI thread with the job's return value when it ended normally.  A
+        generator function shows the result in stages: the event loop gets a turn (the
+        window redraws and reacts) at each ``yield``, and the job counts as running until
+        the generator is exhausted.  napari adds one layer in 150-250 ms on a software-GL
+        machine, so results of several layers add one per stage.
     on_done
         Called in the GUI thread last, with the final :class:`RunState`.
     bar
@@ -176,6 +181,8 @@ class Job:
         # the handler of an earlier one.
         self._signals: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._draining = False
+        # The stages of a result being shown; later signals wait until it is shown.
+        self._showing: Iterator[Any] | None = None
         self.worker.yielded.connect(lambda event: self._in_order(self._handle, event))
         self.worker.returned.connect(lambda result: self._in_order(self._returned, result))
         self.worker.aborted.connect(self.cancel_token.cancel)
@@ -200,11 +207,14 @@ class Job:
 
     def _in_order(self, handler: Callable[..., None], *args: Any) -> None:
         self._signals.append((handler, args))
+        self._drain()
+
+    def _drain(self) -> None:
         if self._draining:
             return
         self._draining = True
         try:
-            while self._signals:
+            while self._signals and self._showing is None:
                 next_handler, next_args = self._signals.popleft()
                 next_handler(*next_args)
         finally:
@@ -252,7 +262,28 @@ class Job:
         if self.state in (RunState.RUNNING, RunState.STOPPING):
             self.state = RunState.CANCELLED if self.cancel_token.cancelled else RunState.DONE
         if self._on_result is not None and result is not None:
-            self._on_result(result)
+            stages = self._on_result(result)
+            if isinstance(stages, Iterator):
+                self._showing = stages
+                self._show_next_stage()
+
+    def _show_next_stage(self) -> None:
+        assert self._showing is not None
+        try:
+            next(self._showing)
+        except StopIteration:
+            self._showing = None
+        except Exception as error:  # noqa: BLE001  (the job's other signals must still run)
+            self._showing = None
+            self.state = RunState.FAILED
+            _log.error("%s: showing the result failed", self._description, exc_info=error)
+            show_error(error_message(error, f"{self._description} (showing the result)"))
+        else:
+            # A 1 ms timer, not a 0 ms one: Qt runs 0 ms single shots as posted events,
+            # which may come before the window repaints and its timers fire.
+            QTimer.singleShot(1, self._show_next_stage)
+            return
+        self._drain()
 
     def _finished(self) -> None:
         self._ended = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from napari_dlbio._widgets._common import (
     placement_of,
     show_canvas_text,
     show_layers,
+    show_layers_in_turns,
     spatial_shape,
+    warm_canvas_font,
 )
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
@@ -44,7 +47,7 @@ from napari_dlbio._widgets._jobs import (
     predict_segmentation,
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
-from napari_dlbio._widgets._worker import Job
+from napari_dlbio._widgets._worker import Job, warm_up_engine
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
@@ -108,6 +111,8 @@ class PredictWidget(JobWidget):
         connect_while_alive(napari_viewer.dims.events.current_step, self._show_class_text, self)
         self._set_running(False)
         self._update_form()
+        # Results write their figures on the canvas; its font is rendered while idle.
+        warm_canvas_font(napari_viewer, after=warm_up_engine())
 
     def predict(self) -> Job | None:
         """Predict on the chosen image in a background job."""
@@ -192,9 +197,10 @@ class PredictWidget(JobWidget):
             raise DlbioError("there is no current model; train one or choose a model folder.")
         return ModelSource(model=self.session.model)
 
-    def _show_segmentation(self, outcome: SegmentationOutcome) -> None:
+    def _show_segmentation(self, outcome: SegmentationOutcome) -> Iterator[None]:
+        """Show the result in stages (see :class:`Job`): one layer, then the metrics."""
         self._keep_model(outcome.model)
-        mask, *_ = show_layers(self.viewer, outcome.layers)
+        mask, *_ = yield from show_layers_in_turns(self.viewer, outcome.layers)
         self.metrics.select_prediction(mask)
         if outcome.evaluation is not None:
             self.metrics.show(outcome.evaluation, mask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from napari_dlbio._widgets._common import (
     connect_while_alive,
     current_index,
     show_layers,
+    show_layers_in_turns,
 )
 from napari_dlbio._widgets._refine_jobs import (
     DISAGREEMENT,
@@ -249,10 +251,13 @@ class RefineWidget(JobWidget):
                 f"({elapsed:.0f} / {seconds:.0f} s)"
             )
 
-    def _show_burst(self, layers: list[Layer]) -> None:
+    def _show_burst(self, layers: list[Layer]) -> Iterator[None]:
+        """Show the re-prediction in stages (see :class:`Job`), the brush kept."""
         if not layers:
             return
-        mask, *_ = self._show_results(layers)
+        active = self.viewer.layers.selection.active
+        mask, *_ = yield from show_layers_in_turns(self.viewer, layers)
+        self._keep_active(active)
         self.prediction_combo.select(mask)
         self.update_agreement()
 
@@ -334,9 +339,12 @@ class RefineWidget(JobWidget):
         """Add or update result layers without taking the brush away from the annotation."""
         active = self.viewer.layers.selection.active
         shown = show_layers(self.viewer, layers)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
+        self._keep_active(active)
         return shown
+
+    def _keep_active(self, layer: Layer | None) -> None:
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
 
 
 def _single_shot(parent: QWidget, milliseconds: int, slot: Any) -> QTimer:
