@@ -37,6 +37,7 @@ from napari_dlbio.models.losses import MaskedSegmentationLoss
 from napari_dlbio.models.segmentation import fine_tuning_config
 from napari_dlbio.models.segmentation_data import prepare_images
 from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.models.training import build_optimizer
 from napari_dlbio.models.unet import build_unet
 
 keras = load_keras()
@@ -104,6 +105,7 @@ class FineTuner:
             optimizer=keras.optimizers.Adam(self.config.learning_rate),
             loss=MaskedSegmentationLoss(self.config.n_classes, self.config.loss),
         )
+        build_optimizer(self._network)
         self._normalised: tuple[np.ndarray, np.ndarray] | None = None
         self._bursts = 0
 
