@@ -49,7 +49,7 @@ def test_current_slice_prediction_sits_on_that_slice_with_its_scores(
     # and warm_canvas_font silently does nothing.
     info = viewer.window._qt_viewer.canvas._font_info
     font = info.font_manager.get_font(info.face)
-    qtbot.waitUntil(lambda: set(CANVAS_CHARACTERS) <= set(font._glyphs), timeout=10_000)
+    qtbot.waitUntil(lambda: set(CANVAS_CHARACTERS) <= set(font._glyphs), timeout=30_000)
     viewer.dims.set_point(0, 2 * 3.0)
     assert overlay.text == "slice 2: no metrics"
 

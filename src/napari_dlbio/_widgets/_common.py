@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import string
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -219,7 +220,7 @@ def show_canvas_text(viewer: Any, text: str) -> None:
 
 # Characters of the figures and names the widgets write on the canvas.
 CANVAS_CHARACTERS = string.ascii_letters + string.digits + " .,:;|%()-_/"
-GLYPH_INTERVAL_MS, WAIT_MS = 10, 200
+GLYPH_INTERVAL_MS, WAIT_MS, SLOW_GLYPH_S = 10, 1000, 0.03
 
 
 def warm_canvas_font(viewer: Any, after: threading.Event) -> None:
@@ -228,8 +229,9 @@ def warm_canvas_font(viewer: Any, after: threading.Event) -> None:
     napari draws each character of canvas text on the CPU the first time it is shown
     (~10 ms each here), so the first line of metrics froze the window for 300-500 ms.
     Rendering starts once ``after`` is set (the engine's import, whose thread would slow
-    every glyph tenfold by competing for the GIL, as a running prediction does).  The
-    font is napari's private API: if it is not where napari 0.9 keeps it, nothing happens.
+    every glyph tenfold by competing for the GIL, as a running prediction does) and
+    pauses for a second after a glyph that took long (a busy CPU).  The font is napari's
+    private API: if it is not where napari 0.9 keeps it, nothing happens.
     """
     try:
         info = viewer.window._qt_viewer.canvas._font_info
@@ -242,8 +244,10 @@ def warm_canvas_font(viewer: Any, after: threading.Event) -> None:
         if not after.is_set():
             QTimer.singleShot(WAIT_MS, render_next)
         elif pending:
+            started = time.perf_counter()
             font[pending.popleft()]  # a glyph already rendered costs nothing
-            QTimer.singleShot(GLYPH_INTERVAL_MS, render_next)
+            slow = time.perf_counter() - started > SLOW_GLYPH_S  # the CPU is busy: wait
+            QTimer.singleShot(WAIT_MS if slow else GLYPH_INTERVAL_MS, render_next)
 
     render_next()
 
