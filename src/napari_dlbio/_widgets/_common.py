@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import string
-import threading
-import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -218,38 +214,28 @@ def show_canvas_text(viewer: Any, text: str) -> None:
     overlay.visible = True
 
 
-# Characters of the figures and names the widgets write on the canvas.
-CANVAS_CHARACTERS = string.ascii_letters + string.digits + " .,:;|%()-_/"
-GLYPH_INTERVAL_MS, WAIT_MS, SLOW_GLYPH_S = 10, 1000, 0.03
+# vispy's text visual also measures these for its vertical alignment whatever the text.
+_ALIGNMENT_CHARACTERS = "ÅÉÑŐjgpqy"
 
 
-def warm_canvas_font(viewer: Any, after: threading.Event) -> None:
-    """Render the glyphs of canvas text ahead of time, one per turn of the event loop.
+def render_glyphs_in_turns(viewer: Any, text: str) -> Iterator[None]:
+    """Render the characters of ``text`` that the canvas has not drawn yet, one per yield.
 
-    napari draws each character of canvas text on the CPU the first time it is shown
-    (~10 ms each here), so the first line of metrics froze the window for 300-500 ms.
-    Rendering starts once ``after`` is set (the engine's import, whose thread would slow
-    every glyph tenfold by competing for the GIL, as a running prediction does) and
-    pauses for a second after a glyph that took long (a busy CPU).  The font is napari's
-    private API: if it is not where napari 0.9 keeps it, nothing happens.
+    napari renders a character of canvas text on the CPU the first time it draws it
+    (~10 ms each here), so a first line of metrics froze the window for 300-500 ms; a
+    job's ``on_result`` that yields from this before showing the text does not.  The font
+    is napari's private API: if it is not where napari 0.9 keeps it, nothing happens.
     """
     try:
         info = viewer.window._qt_viewer.canvas._font_info
         font = info.font_manager.get_font(info.face)
     except AttributeError:
         return
-    pending = deque(CANVAS_CHARACTERS)
-
-    def render_next() -> None:
-        if not after.is_set():
-            QTimer.singleShot(WAIT_MS, render_next)
-        elif pending:
-            started = time.perf_counter()
-            font[pending.popleft()]  # a glyph already rendered costs nothing
-            slow = time.perf_counter() - started > SLOW_GLYPH_S  # the CPU is busy: wait
-            QTimer.singleShot(WAIT_MS if slow else GLYPH_INTERVAL_MS, render_next)
-
-    render_next()
+    rendered = getattr(font, "_glyphs", {})
+    for char in dict.fromkeys(_ALIGNMENT_CHARACTERS + text):
+        if char not in rendered:
+            font[char]
+            yield
 
 
 def show_layers_in_turns(

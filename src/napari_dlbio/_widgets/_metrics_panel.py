@@ -6,6 +6,7 @@ class in its ``features`` (one row per label), in full in ``metadata["metrics"]`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from napari_dlbio._widgets._common import (
     annotation_class_names,
     connect_while_alive,
     fill_table,
+    render_glyphs_in_turns,
     show_canvas_text,
     slice_at,
     text_overlay,
@@ -110,18 +112,25 @@ class MetricsPanel(QGroupBox):
             names,
             offset or 0,
             description="Evaluating",
-            on_result=lambda evaluation: self.show(evaluation, mask),
+            on_result=lambda evaluation: self.show_in_turns(evaluation, mask),
             on_done=lambda _: self.evaluate_button.setEnabled(True),
         )
         return self.job.start()
 
-    def show(self, evaluation: Evaluation, mask: Labels) -> None:
-        """Fill the table, store the figures in the mask layer and draw the current slice's."""
+    def show_in_turns(self, evaluation: Evaluation, mask: Labels) -> Iterator[None]:
+        """Fill the table, store the figures in the mask layer and draw the current slice's.
+
+        A job's ``on_result`` in stages (see :class:`Job`): characters the canvas has never
+        drawn are rendered first, one per turn of the event loop.
+        """
         fill_table(self.table, evaluation.rows, COLUMNS)
         mask.features = evaluation.features
         mask.metadata["metrics"] = evaluation.report
         mask.metadata["metrics_rows"] = evaluation.rows
         self.mask_layer = mask
+        text = self._overlay_text()
+        if text is not None:
+            yield from render_glyphs_in_turns(self.viewer, text)
         self.update_overlay()
 
     def select_prediction(self, mask: Labels) -> None:
@@ -130,14 +139,21 @@ class MetricsPanel(QGroupBox):
 
     def update_overlay(self, *_: Any) -> None:
         """Write the current slice's figures on the canvas (or hide them)."""
+        text = self._overlay_text()
+        if text is not None:
+            show_canvas_text(self.viewer, text)
+        elif not self.on_canvas.isChecked():
+            text_overlay(self.viewer).visible = False
+
+    def _overlay_text(self) -> str | None:
+        """The figures of the slice the viewer shows; ``None`` when none are to be drawn."""
         mask = self.mask_layer
         if mask is None or mask not in self.viewer.layers or "metrics_rows" not in mask.metadata:
-            return
+            return None
         if not self.on_canvas.isChecked():
-            text_overlay(self.viewer).visible = False
-            return
+            return None
         z = slice_at(self.viewer, mask) + (mask.metadata.get("slice") or 0)
-        show_canvas_text(self.viewer, slice_metrics_text(mask.metadata["metrics_rows"], z))
+        return slice_metrics_text(mask.metadata["metrics_rows"], z)
 
     def _guess_reading(self, *_: Any) -> None:
         layer = self.reference_combo.layer()

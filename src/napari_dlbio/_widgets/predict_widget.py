@@ -32,11 +32,11 @@ from napari_dlbio._widgets._common import (
     fill_table,
     image_data,
     placement_of,
+    render_glyphs_in_turns,
     show_canvas_text,
     show_layers,
     show_layers_in_turns,
     spatial_shape,
-    warm_canvas_font,
 )
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
@@ -47,7 +47,7 @@ from napari_dlbio._widgets._jobs import (
     predict_segmentation,
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
-from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
@@ -111,8 +111,6 @@ class PredictWidget(JobWidget):
         connect_while_alive(napari_viewer.dims.events.current_step, self._show_class_text, self)
         self._set_running(False)
         self._update_form()
-        # Results write their figures on the canvas; its font is rendered while idle.
-        warm_canvas_font(napari_viewer, after=warm_up_engine())
 
     def predict(self) -> Job | None:
         """Predict on the chosen image in a background job."""
@@ -203,10 +201,11 @@ class PredictWidget(JobWidget):
         mask, *_ = yield from show_layers_in_turns(self.viewer, outcome.layers)
         self.metrics.select_prediction(mask)
         if outcome.evaluation is not None:
-            self.metrics.show(outcome.evaluation, mask)
+            yield from self.metrics.show_in_turns(outcome.evaluation, mask)
         self.status_label.setText(f"Done: {mask.name} and its probabilities were added.")
 
-    def _show_classes(self, outcome: ClassificationOutcome) -> None:
+    def _show_classes(self, outcome: ClassificationOutcome) -> Iterator[None]:
+        """Show the result in stages (see :class:`Job`): the table, then the canvas text."""
         self._keep_model(outcome.model)
         image = self.image_combo.layer()
         if image is None:
@@ -223,16 +222,21 @@ class PredictWidget(JobWidget):
             self.status_label.setText(
                 f"Accuracy on {len(known)} image(s): {right / len(known):.2f}"
             )
+        yield from render_glyphs_in_turns(self.viewer, self._class_text() or "")
         self._show_class_text()
 
     def _show_class_text(self, *_: Any) -> None:
+        text = self._class_text()
+        if text is not None:
+            show_canvas_text(self.viewer, text)
+
+    def _class_text(self) -> str | None:
         image = self.image_combo.layer()
         if image is None or PREDICTIONS_KEY not in image.metadata:
-            return
-        text = classification_text(
+            return None
+        return classification_text(
             image.metadata[PREDICTIONS_KEY], current_index(self.viewer, image)
         )
-        show_canvas_text(self.viewer, text)
 
     def _keep_model(self, model: Any) -> None:
         if model is not self.session.model:
