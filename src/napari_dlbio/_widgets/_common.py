@@ -245,11 +245,16 @@ def show_layers_in_turns(
 
     napari blocks its window for 150-250 ms to add a layer on a software-GL machine; a
     job's ``on_result`` that yields lets the window redraw and react between layers.
+    The layer the user had active stays active (napari activates a new layer), so a
+    result arriving while the user paints does not take the brush away.
     """
+    active = viewer.layers.selection.active
     shown: list[Layer] = []
     for item in layers:
         shown += show_layers(viewer, [item])
         yield
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
     return shown
 
 

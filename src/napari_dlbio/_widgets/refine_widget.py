@@ -252,12 +252,10 @@ class RefineWidget(JobWidget):
             )
 
     def _show_burst(self, layers: list[Layer]) -> Iterator[None]:
-        """Show the re-prediction in stages (see :class:`Job`), the brush kept."""
+        """Show the re-prediction in stages (see :class:`Job`)."""
         if not layers:
             return
-        active = self.viewer.layers.selection.active
         mask, *_ = yield from show_layers_in_turns(self.viewer, layers)
-        self._keep_active(active)
         self.prediction_combo.select(mask)
         self.update_agreement()
 
@@ -339,12 +337,9 @@ class RefineWidget(JobWidget):
         """Add or update result layers without taking the brush away from the annotation."""
         active = self.viewer.layers.selection.active
         shown = show_layers(self.viewer, layers)
-        self._keep_active(active)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
         return shown
-
-    def _keep_active(self, layer: Layer | None) -> None:
-        if layer is not None and layer in self.viewer.layers:
-            self.viewer.layers.selection.active = layer
 
 
 def _single_shot(parent: QWidget, milliseconds: int, slot: Any) -> QTimer:
