@@ -243,19 +243,31 @@ def show_layers_in_turns(
 ) -> Generator[None, None, list[Layer]]:
     """:func:`show_layers` one layer at a time, yielding after each.
 
-    napari blocks its window for 150-250 ms to add a layer on a software-GL machine; a
+    napari blocks its window for 200-350 ms to add a layer on a software-GL machine; a
     job's ``on_result`` that yields lets the window redraw and react between layers.
-    The layer the user had active stays active (napari activates a new layer), so a
-    result arriving while the user paints does not take the brush away.
+    The layer the user had active stays active (see :func:`keeping_active_layer`).
+    """
+    shown: list[Layer] = []
+    with keeping_active_layer(viewer):
+        for item in layers:
+            shown += show_layers(viewer, [item])
+            yield
+    return shown
+
+
+@contextlib.contextmanager
+def keeping_active_layer(viewer: Any) -> Iterator[None]:
+    """Make the layer active before the block active again after it.
+
+    napari activates every layer it adds: a result arriving while the user paints would
+    otherwise take the brush away.
     """
     active = viewer.layers.selection.active
-    shown: list[Layer] = []
-    for item in layers:
-        shown += show_layers(viewer, [item])
+    try:
         yield
-    if active is not None and active in viewer.layers:
-        viewer.layers.selection.active = active
-    return shown
+    finally:
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
 
 
 def show_layers(viewer: Any, layers: Sequence[Layer | LayerData]) -> list[Layer]:

@@ -139,7 +139,7 @@ class Job:
         Called in the GUI thread with the job's return value when it ended normally.  A
         generator function shows the result in stages: the event loop gets a turn (the
         window redraws and reacts) at each ``yield``, and the job counts as running until
-        the generator is exhausted.  napari adds one layer in 150-250 ms on a software-GL
+        the generator is exhausted.  napari adds one layer in 200-350 ms on a software-GL
         machine, so results of several layers add one per stage.
     on_done
         Called in the GUI thread last, with the final :class:`RunState`.

@@ -30,6 +30,7 @@ from napari_dlbio._widgets._common import (
     _disconnect,
     connect_while_alive,
     current_index,
+    keeping_active_layer,
     show_layers,
     show_layers_in_turns,
 )
@@ -335,11 +336,8 @@ class RefineWidget(JobWidget):
 
     def _show_results(self, layers: list[Any]) -> list[Layer]:
         """Add or update result layers without taking the brush away from the annotation."""
-        active = self.viewer.layers.selection.active
-        shown = show_layers(self.viewer, layers)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
-        return shown
+        with keeping_active_layer(self.viewer):
+            return show_layers(self.viewer, layers)
 
 
 def _single_shot(parent: QWidget, milliseconds: int, slot: Any) -> QTimer:
