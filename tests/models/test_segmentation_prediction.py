@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_dlbio.core.config import Task
-from napari_dlbio.core.errors import InputDataError, ModelFolderError
+from napari_dlbio.core.errors import ConfigError, InputDataError, ModelFolderError
 from napari_dlbio.core.events import (
     CancelToken,
     Finished,
@@ -245,3 +245,27 @@ def test_running_out_of_memory_predicts_fewer_tiles_at_a_time_and_says_so(model,
     assert all("Out of memory" in text for text in notices)
     assert "2 tile(s) at a time" in notices[-1]
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
+
+
+def test_a_model_set_to_remove_specks_drops_small_regions_from_its_masks(model):
+    from skimage.measure import label
+
+    images, _ = _blobs(2, 128, 160, seed=3)
+    plain = predict_segmentation(model, images)
+    config = model.config.replace(min_region_pixels=80)
+    cleaned = predict_segmentation(ModelFolder(model.model, model.task, config), images)
+
+    np.testing.assert_array_equal(cleaned.probabilities, plain.probabilities)
+    for before, after in zip(plain.mask, cleaned.mask, strict=True):
+        sizes = np.bincount(label(after, connectivity=1).ravel())[1:]
+        assert sizes.min() >= 80
+        assert np.bincount(label(before, connectivity=1).ravel())[1:].min() < 80
+        assert np.all(after <= before)  # only regions became background
+
+
+def test_min_region_pixels_is_checked_and_older_configs_keep_every_region():
+    settings = CONFIG.to_dict()
+    del settings["min_region_pixels"]  # a model saved before the setting existed
+    assert SegmentationConfig.from_dict(settings).min_region_pixels == 0
+    with pytest.raises(ConfigError, match="smallest region"):
+        CONFIG.replace(min_region_pixels=-1)

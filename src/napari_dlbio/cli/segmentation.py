@@ -37,6 +37,7 @@ from napari_dlbio.core.io import (
     write_labels_tiff_pages,
 )
 from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
+from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 
@@ -109,7 +110,10 @@ def predict(args: argparse.Namespace) -> int:
                 tifffile.TiffWriter(files.enter_context(atomic_file(probabilities_path)))
             )
         masks = _mask_pages(
-            iter_predict_slices(model, images, cancel=cancel), printer, probability_file
+            iter_predict_slices(model, images, cancel=cancel),
+            printer,
+            probability_file,
+            model.config.min_region_pixels,
         )
         try:
             write_labels_tiff_pages(
@@ -128,7 +132,7 @@ class _PredictionStopped(Exception):
 
 
 def _mask_pages(
-    job: Iterator[Event], printer: ProgressPrinter, probability_file: Any
+    job: Iterator[Event], printer: ProgressPrinter, probability_file: Any, min_region_pixels: int
 ) -> Iterator[np.ndarray]:
     """Masks of the slices as they are predicted; their probabilities go to the file.
 
@@ -144,7 +148,7 @@ def _mask_pages(
                     photometric="minisblack",
                     metadata={"axes": "ZCYX"},
                 )
-            yield np.argmax(event.probabilities, axis=-1).astype(np.uint8)
+            yield mask_from_probabilities(event.probabilities, min_region_pixels)
         elif isinstance(event, Finished) and event.state is not RunState.DONE:
             raise _PredictionStopped
         else:

@@ -148,6 +148,9 @@ class SegmentationConfig(JsonConfig):
         Seed of patch sampling, augmentation and the validation split.
     tile_size, tile_overlap
         Prediction tiles (a multiple of ``network.size_multiple``) and their blended overlap.
+    min_region_pixels
+        In predicted masks, regions of a structure class with fewer pixels (4-connected,
+        per slice) become background; 0 keeps all (see :mod:`napari_dlbio.core.masks`).
     """
 
     class_names: tuple[str, ...] = ("background", "membrane")
@@ -173,6 +176,7 @@ class SegmentationConfig(JsonConfig):
     seed: int = 0
     tile_size: int = 512
     tile_overlap: int = 32
+    min_region_pixels: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -287,4 +291,8 @@ class SegmentationConfig(JsonConfig):
             self.tile_overlap >= 0 and 2 * self.tile_overlap < self.tile_size,
             f"Tile overlap {self.tile_overlap} must be at least 0 and less than half the tile "
             f"size {self.tile_size}.",
+        )
+        check(
+            self.min_region_pixels >= 0,
+            f"The smallest region kept must be 0 pixels or more, not {self.min_region_pixels}.",
         )

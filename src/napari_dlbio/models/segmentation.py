@@ -32,6 +32,7 @@ from napari_dlbio.core.events import (
 )
 from napari_dlbio.core.io import physical_memory_bytes
 from napari_dlbio.core.labels import check_annotation_values, classes_from_annotation
+from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.metrics import segmentation_report
 from napari_dlbio.core.normalisation import check_finite, normalise_percentile
 from napari_dlbio.core.patches import class_pixel_counts
@@ -383,7 +384,7 @@ def _iter_predict(
         yield event
     if state is not RunState.DONE or probabilities is None:
         return None
-    mask = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    mask = mask_from_probabilities(probabilities, model.config.min_region_pixels)
     return SegmentationPrediction(mask=mask, probabilities=probabilities)
 
 
