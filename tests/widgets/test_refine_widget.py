@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from napari.layers import Layer
+from skimage.measure import label
 
 from napari_dlbio._layers import Placement, prediction_layers
 from napari_dlbio._widgets._common import current_index
@@ -174,6 +177,7 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     rows, cols = np.nonzero(np.ones((4, 512), bool))
     annotation.data_setitem((np.zeros_like(rows), rows + 200, cols), 1)  # a correction
     assert widget.slot.reviewed == {}
+    widget.specks_spin.setValue(60)  # "Remove specks under 60 px"
     widget.fine_tune_button.click()
     # The corrected slice counts as reviewed: its unpainted pixels are learned as the
     # mask the user saw while correcting.
@@ -182,10 +186,22 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     assert widget.job.state is RunState.DONE
     assert widget.slot.tuner is tuner  # the compiled network was kept
     assert widget.session.model is not first_model
+    assert widget.session.model.config.min_region_pixels == 60  # kept with the model
+    sizes = np.bincount(label(mask.data[0], connectivity=1).ravel())[1:]
+    assert np.all(sizes >= 60)
     np.testing.assert_array_equal(widget.slot.baseline[1], annotation.data)
 
     widget.trust_check.setChecked(False)
     assert widget._request().reviewed == {}  # the user's choice: strokes only
+
+
+def test_the_speck_setting_shows_the_current_models(viewer) -> None:
+    widget = _widget(viewer)
+    assert widget.specks_spin.value() == 0
+    widget.session.set_model(SimpleNamespace(config=TINY.replace(min_region_pixels=25)))
+    assert widget.specks_spin.value() == 25
+    widget.session.set_model(SimpleNamespace(config=object()))  # a classifier: no such setting
+    assert widget.specks_spin.value() == 25
 
 
 def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -178,6 +178,14 @@ def current_index(viewer: Any, layer: Layer) -> int:
     return int(np.clip(slice_at(viewer, layer), 0, layer.level_shapes[0][0] - 1))
 
 
+def centre_view_on(viewer: Any, point: Sequence[float]) -> None:
+    """Show the slice of a (Z, Y, X) or (Y, X) world ``point`` and centre the camera on it."""
+    if len(point) == 3:
+        viewer.dims.set_point(viewer.dims.ndim - 3, point[0])
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: scene
+    camera.center = tuple(point[-2:])
+
+
 def fill_table(
     table: QTableWidget, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 ) -> None:
@@ -312,3 +320,12 @@ def _update_in_place(old: Layer, new: Layer) -> bool:
     if isinstance(new, Labels):
         old.features = new.features
     return True
+
+
+def single_shot_timer(parent: QObject, milliseconds: int, slot: Callable[[], Any]) -> QTimer:
+    """A timer that calls ``slot`` once, ``milliseconds`` after its last (re)start."""
+    timer = QTimer(parent)
+    timer.setSingleShot(True)
+    timer.setInterval(milliseconds)
+    timer.timeout.connect(slot)
+    return timer

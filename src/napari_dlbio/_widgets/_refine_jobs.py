@@ -70,6 +70,8 @@ class BurstRequest:
         The slice to re-predict; ``None`` for a 2D image.
     placement, image_name
         Where the image lies and its name, for the result layers.
+    min_region_pixels
+        Smallest region the re-predicted mask keeps, from now on the tuner's setting.
     """
 
     images: Any
@@ -82,6 +84,7 @@ class BurstRequest:
     slice_index: int | None
     placement: Placement
     image_name: str
+    min_region_pixels: int = 0
 
 
 @dataclass
@@ -184,6 +187,7 @@ def fine_tune_burst(request: BurstRequest, slot: TunerSlot, *, cancel: CancelTok
     if slot.tuner is None:
         slot.tuner = FineTuner(request.config, request.start)
     tuner = slot.tuner
+    tuner.config = tuner.config.replace(min_region_pixels=request.min_region_pixels)
     model = yield from tuner.iter_burst(
         request.images,
         with_reviewed_slices(request.annotation, request.reviewed),

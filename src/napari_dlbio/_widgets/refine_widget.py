@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,8 +19,8 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from napari_dlbio._layers import PREDICTION, ROLE_KEY
@@ -28,11 +28,13 @@ from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     _disconnect,
+    centre_view_on,
     connect_while_alive,
     current_index,
     keeping_active_layer,
     show_layers,
     show_layers_in_turns,
+    single_shot_timer,
 )
 from napari_dlbio._widgets._refine_jobs import (
     DISAGREEMENT,
@@ -87,6 +89,10 @@ class RefineWidget(JobWidget):
             "On: the network also learns the prediction you saw on every slice you corrected "
             "(steadier, faster). Off: it learns from your strokes only."
         )
+        self.specks_spin = QSpinBox()
+        self.specks_spin.setRange(0, 1_000_000)
+        self.specks_spin.setSuffix(" px")
+        self.specks_spin.setToolTip("Predicted regions smaller than this become background.")
         self.fine_tune_button = QPushButton("Fine-tune on corrections")
         self.stop_button = QPushButton("Stop")
         self.progress_bar = QProgressBar()
@@ -106,6 +112,7 @@ class RefineWidget(JobWidget):
         form.addRow("Burst length", self.seconds_spin)
         form.addRow(self.auto_check)
         form.addRow(self.trust_check)
+        form.addRow("Remove specks under", self.specks_spin)
         buttons = QHBoxLayout()
         buttons.addWidget(self.fine_tune_button)
         buttons.addWidget(self.stop_button)
@@ -117,13 +124,15 @@ class RefineWidget(JobWidget):
         layout.addWidget(self.status_label)
         layout.addStretch()
 
-        self._agreement_timer = _single_shot(self, AGREEMENT_DELAY_MS, self.update_agreement)
-        self._auto_timer = _single_shot(self, AUTO_DELAY_MS, self._auto_burst)
+        self._agreement_timer = single_shot_timer(self, AGREEMENT_DELAY_MS, self.update_agreement)
+        self._auto_timer = single_shot_timer(self, AUTO_DELAY_MS, self._auto_burst)
         self.accept_button.clicked.connect(self.accept_prediction)
         self.fine_tune_button.clicked.connect(self.fine_tune)
         self.stop_button.clicked.connect(self.stop)
         self.uncertain_button.clicked.connect(self.go_to_uncertain)
         self.disagreement_check.toggled.connect(self._toggle_disagreement)
+        connect_while_alive(self.session.model_changed, self._show_specks_setting, self)
+        self._show_specks_setting(self.session.model)
         for combo in (self.annotation_combo, self.prediction_combo):
             combo.currentIndexChanged.connect(self._watch)
         inserted = napari_viewer.layers.events.inserted
@@ -144,10 +153,8 @@ class RefineWidget(JobWidget):
         try:
             if annotation is None or prediction is None:
                 raise InputDataError("choose the annotation and the prediction mask first.")
-            stack = annotation.ndim == 3
-            index = None if self.scope_combo.currentText() == WHOLE_STACK else 0
-            if stack and index is not None:
-                index = current_index(self.viewer, annotation)
+            whole = self.scope_combo.currentText() == WHOLE_STACK
+            index = None if whole else current_index(self.viewer, annotation)
             overwrite = self.overwrite_check.isChecked()
             indices, values = accept_edit(annotation, prediction, index, overwrite)
         except DlbioError as error:
@@ -184,7 +191,6 @@ class RefineWidget(JobWidget):
             show_error(f"Cannot fine-tune yet: {error}")
             return None
         self._dirty, self._seconds = False, request.seconds
-        snapshot = request.annotation
         self.status_label.setText("Fine-tuning (the first burst also builds the network)...")
         self._set_running(True)  # first: creating the job's progress bar runs the event loop
         self.job = Job(
@@ -194,7 +200,7 @@ class RefineWidget(JobWidget):
             description="Fine-tuning",
             on_event=self._on_event,
             on_result=self._show_burst,
-            on_done=lambda state: self._on_done(state, snapshot),
+            on_done=lambda state: self._on_done(state, request.annotation),
             bar=self.progress_bar,
         )
         return self.job.start()
@@ -213,10 +219,7 @@ class RefineWidget(JobWidget):
         if point is None:
             show_error("No uncertainty map yet: predict (Predict & inspect) or fine-tune first.")
             return None
-        if len(point) == 3:
-            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, point[0])
-        camera = getattr(self.viewer, "scene", self.viewer).camera  # napari >= 0.9: scene
-        camera.center = point[-2:]
+        centre_view_on(self.viewer, point)
         self.status_label.setText("Centred on the most uncertain region: check it and correct.")
         return point
 
@@ -232,7 +235,14 @@ class RefineWidget(JobWidget):
         index = current_index(self.viewer, image) if annotation.ndim == 3 else None
         model, seconds = self.session.model, self.seconds_spin.value()
         prediction = self._prediction() if self.trust_check.isChecked() else None
-        return self.slot.request(image, annotation, model, self.config, seconds, index, prediction)
+        config, specks = self.config, self.specks_spin.value()
+        request = self.slot.request(image, annotation, model, config, seconds, index, prediction)
+        return replace(request, min_region_pixels=specks)
+
+    def _show_specks_setting(self, model: Any) -> None:
+        size = getattr(getattr(model, "config", None), "min_region_pixels", None)
+        if size is not None and model is not self.slot.tuned_from:  # a burst's: the user's value
+            self.specks_spin.setValue(size)
 
     def _on_event(self, event: Event) -> None:
         if not self.running:
@@ -338,11 +348,3 @@ class RefineWidget(JobWidget):
         """Add or update result layers without taking the brush away from the annotation."""
         with keeping_active_layer(self.viewer):
             return show_layers(self.viewer, layers)
-
-
-def _single_shot(parent: QWidget, milliseconds: int, slot: Any) -> QTimer:
-    timer = QTimer(parent)
-    timer.setSingleShot(True)
-    timer.setInterval(milliseconds)
-    timer.timeout.connect(slot)
-    return timer

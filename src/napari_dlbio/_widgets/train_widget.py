@@ -55,6 +55,7 @@ SEGMENTATION_SETTINGS = (
     Setting(("network.depth",), "U-Net depth", training=False, maximum=8),
     Setting(("network.base_filters",), "base filters", training=False, maximum=512),
     Setting(_AUGMENT, "augmentation"),
+    Setting(("min_region_pixels",), "remove specks under (px)"),
     Setting(("patch_size",), "patch size", advanced=True, maximum=2048),
     Setting(("steps_per_epoch",), "steps per epoch", advanced=True),
     Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.5),
