@@ -102,6 +102,26 @@ def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsy
     assert "Wrote" in capsys.readouterr().out
 
 
+def test_min_region_pixels_overrides_the_models_speck_setting(crops, model_dir, tmp_path, capsys):
+    from skimage.measure import label
+
+    masks = {}
+    for size in ("0", "40"):
+        mask_path = tmp_path / f"mask{size}.tif"
+        argv = ["predict", "--model", str(model_dir), "--images", str(crops["test_slices"])]
+        assert main([*argv, "--out", str(mask_path), "--min-region-pixels", size, "--quiet"]) == 0
+        masks[size] = tifffile.imread(mask_path)
+    regions = [np.bincount(label(plane, connectivity=1).ravel())[1:] for plane in masks["40"]]
+    assert min(sizes.min(initial=40) for sizes in regions) >= 40
+    assert np.all(masks["40"] <= masks["0"])
+    assert np.count_nonzero(masks["40"]) < np.count_nonzero(masks["0"])
+
+    argv = ["evaluate", "--model", str(model_dir), "--images", str(crops["test"])]
+    argv += ["--labels", str(crops["test_labels"]), "--label-values", ISBI]
+    assert main([*argv, "--min-region-pixels", "-1"]) == 2
+    assert "smallest region kept must be 0 pixels or more" in capsys.readouterr().err
+
+
 def test_evaluate_prints_one_json_object_of_the_documented_shape(crops, model_dir, capsys):
     argv = ["evaluate", "--model", str(model_dir), "--images", str(crops["test"])]
     argv += ["--labels", str(crops["test_labels"]), "--label-values", ISBI, "--json"]

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--probabilities", help="also write class probabilities to this TIFF")
     predict.add_argument("--cam", metavar="CAM_DIR", help="write Grad-CAM maps (classification)")
+    _add_speck_option(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="compare predictions with ground truth")
@@ -65,8 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", help="ground-truth label stack (segmentation)")
     evaluate.add_argument("--label-values", help="map label values to classes")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_speck_option(evaluate)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _add_speck_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--min-region-pixels",
+        type=int,
+        metavar="N",
+        help="segmentation: regions smaller than N pixels become background "
+        "(default: the model's setting)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,13 +7,14 @@ notices go to standard error so scripts can parse standard output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
@@ -39,6 +40,9 @@ from napari_dlbio.core.io import (
 from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
 from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.segmentation_config import SegmentationConfig
+
+if TYPE_CHECKING:
+    from napari_dlbio.models.store import ModelFolder
 
 
 def train(args: argparse.Namespace) -> int:
@@ -92,14 +96,13 @@ def predict(args: argparse.Namespace) -> int:
     (TIFFs beyond a size are read memory-mapped).
     """
     from napari_dlbio.models.segmentation import iter_predict_slices
-    from napari_dlbio.models.store import load_model_folder
 
     out = Path(args.out)
     probabilities_path = Path(args.probabilities) if args.probabilities else None
     for path in (out, probabilities_path):
         if path is not None:
             refuse_existing_file(path)
-    model = load_model_folder(args.model, Task.SEGMENTATION)
+    model = _load_model(args)
     images = _read_images(args.images)
     cancel = CancelToken()
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
@@ -125,6 +128,17 @@ def predict(args: argparse.Namespace) -> int:
     sys.stdout.write(f"Wrote {out}" + (f" and {probabilities_path}" if probabilities_path else ""))
     sys.stdout.write(".\n")
     return 0
+
+
+def _load_model(args: argparse.Namespace) -> ModelFolder:
+    """The model folder, with ``--min-region-pixels`` in place of its own setting if given."""
+    from napari_dlbio.models.store import load_model_folder
+
+    model = load_model_folder(args.model, Task.SEGMENTATION)
+    if args.min_region_pixels is None:
+        return model
+    config = model.config.replace(min_region_pixels=args.min_region_pixels)
+    return dataclasses.replace(model, config=config)
 
 
 class _PredictionStopped(Exception):
@@ -158,11 +172,10 @@ def _mask_pages(
 def evaluate(args: argparse.Namespace) -> int:
     """``dlbio evaluate`` for segmentation: per-class IoU / Dice against ground truth."""
     from napari_dlbio.models.segmentation import evaluate_segmentation, iter_predict_segmentation
-    from napari_dlbio.models.store import load_model_folder
 
     if not args.labels:
         raise InputDataError("Evaluation needs --labels: the ground truth of the images.")
-    model = load_model_folder(args.model, Task.SEGMENTATION)
+    model = _load_model(args)
     class_names = model.config.class_names
     images = read_stack(args.images).data
     annotation = _read_annotations(args.labels, args.label_values, class_names)
