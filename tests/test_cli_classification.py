@@ -187,6 +187,8 @@ def test_bad_requests_are_clear_errors(
           "--out", tmp_path / "p.csv"), "does not exist"),
         (("evaluate", "--model", tmp_path / "no model", "--images", leaf_folder),
          "not a napari-dlbio model folder"),
+        (("predict", "--model", trained["model"], "--images", leaf_folder,
+          "--out", tmp_path / "q.csv", "--min-region-pixels", "50"), "for segmentation models"),
         (("train", "--task", "classify", "--images", leaf_folder, "--out", tmp_path / "m",
           "--config", bad_config), "dropout"),
     ]  # fmt: skip

@@ -175,6 +175,7 @@ def test_bad_input_exits_2_with_one_clear_line_and_no_traceback(crops, model_dir
         ([*train, *labels, "--label-values", ISBI, "--images", str(nan_image)], "NaN"),
         ([*train, *labels, "--label-values", ISBI, "--from", str(tmp_path)], "config.json"),
         (["predict", *model, "--out", str(occupied)], "already exists"),
+        (["predict", *model, "--out", str(tmp_path / "c.tif"), "--cam", "cams"], "for classif"),
         (["evaluate", *model, "--labels", str(crops["train_labels"])], "model knows only"),
         (["predict", "--model", str(tmp_path), "--images", "x.tif", "--out", "y.tif"], "model"),
     ]

@@ -92,7 +92,7 @@ class RefineWidget(JobWidget):
         self.specks_spin = QSpinBox()
         self.specks_spin.setRange(0, 1_000_000)
         self.specks_spin.setSuffix(" px")
-        self.specks_spin.setToolTip("Predicted regions smaller than this become background.")
+        self.specks_spin.setToolTip("From the next burst on, smaller regions become background.")
         self.fine_tune_button = QPushButton("Fine-tune on corrections")
         self.stop_button = QPushButton("Stop")
         self.progress_bar = QProgressBar()

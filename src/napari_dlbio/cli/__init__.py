@@ -118,8 +118,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         engine = classification if args.task == "classify" else segmentation
         return engine.train(args)
     task = _model_task(args.model)
+    _refuse_options_of_the_other_task(args, task)
     engine = classification if task == "classification" else segmentation
     return engine.predict(args) if args.command == "predict" else engine.evaluate(args)
+
+
+def _refuse_options_of_the_other_task(args: argparse.Namespace, task: str) -> None:
+    """An option the model's task has no use for is an error, not silently ignored."""
+    from napari_dlbio.core.errors import InputDataError
+
+    if task == "classification" and getattr(args, "min_region_pixels", None) is not None:
+        raise InputDataError(
+            f"--min-region-pixels is for segmentation models; {args.model} is a classifier."
+        )
+    if task != "classification" and getattr(args, "cam", None):
+        raise InputDataError(
+            f"--cam (Grad-CAM maps) is for classification models; {args.model} is a "
+            "segmentation model: its uncertainty comes with --probabilities."
+        )
 
 
 def _model_task(model_dir: str) -> str:
