@@ -1,10 +1,24 @@
 """The one place TensorFlow is imported.
 
-On Linux with Mesa OpenGL (software GL under Xvfb, Intel and AMD drivers), importing
-TensorFlow after napari has created its OpenGL canvas crashes the process: Mesa has already
-loaded its own LLVM and TensorFlow's bundled LLVM static initialisers bind to Mesa's symbols.
-Loading TensorFlow's shared objects with ``RTLD_DEEPBIND`` makes them resolve their own
-symbols first, which avoids the collision (see "Known hazard" in DESIGN.md).
+TensorFlow bundles its own LLVM, and so does Mesa's OpenGL (llvmpipe under Xvfb, radeonsi
+on AMD desktops; Debian 12's ``swrast_dri.so`` links ``libLLVM-15``).  The two copies must
+never serve each other's calls; two measures keep them apart (checked with TensorFlow 2.21,
+Mesa 22.3, napari 0.9):
+
+- TensorFlow's shared objects load with ``RTLD_DEEPBIND``, so its LLVM static
+  initialisers bind to its own symbols even when Mesa's LLVM came first (without it,
+  importing TensorFlow after napari's canvas exists crashes in
+  ``_GLOBAL__sub_I_DebugInfoMetadata.cpp``).
+- TensorFlow would load ``_pywrap_tensorflow_internal`` with ``RTLD_GLOBAL``
+  (``tensorflow/python/pywrap_dlopen_global_flags.py``), which puts its LLVM symbols in
+  the process's global scope.  Mesa binds its LLVM calls lazily, at their first use, and
+  the global scope is searched first: a shader compiled after TensorFlow loaded called
+  TensorFlow's ``llvm::FixedVectorType::get`` and crashed in ``glDrawArrays`` (gdb, a
+  widget test drawing canvas text after a prediction).  Hiding that module makes
+  TensorFlow load its libraries ``RTLD_LOCAL``; it needs ``RTLD_GLOBAL`` only for
+  ``tf.load_op_library`` custom ops, which napari-dlbio never loads.
+
+Both only matter while TensorFlow shares napari's process (see DESIGN.md, "Known hazard").
 """
 
 from __future__ import annotations
@@ -108,13 +122,18 @@ def _import_with_deepbind() -> ModuleType:
     old_flags = sys.getdlopenflags()
     _preload_libraries(old_flags | deepbind)
     sys.setdlopenflags(old_flags | deepbind)
+    sys.modules[_GLOBAL_FLAGS_MODULE] = None  # type: ignore[assignment]
     try:
         import keras  # noqa: F401  (Keras' own extension modules load under the same flags)
         import tensorflow as tf
     finally:
         sys.setdlopenflags(old_flags)
+        del sys.modules[_GLOBAL_FLAGS_MODULE]
     return tf
 
+
+#: Importing it makes TensorFlow load its libraries RTLD_GLOBAL (see the module docstring).
+_GLOBAL_FLAGS_MODULE = "tensorflow.python.pywrap_dlopen_global_flags"
 
 # TensorFlow's largest shared objects (relative to its package; missing ones are skipped).
 _LARGE_LIBRARIES = (
