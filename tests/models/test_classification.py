@@ -160,15 +160,22 @@ def test_cancel_stops_within_the_first_epoch():
     assert sum(isinstance(event, BatchEnded) for event in events) < 6
 
 
-def test_time_budget_ends_training():
+def test_time_budget_ends_training(batch_clock):
     images, labels = _colour_images(30)
-    config = TINY.replace(epochs=1000, time_budget_s=2.0, early_stopping_patience=None)
+    config = TINY.replace(epochs=1000, time_budget_s=4.0, early_stopping_patience=None)
+    clock = batch_clock(1.0)
 
-    result = train_classifier(images, labels, config)
+    events: list = []
+    result = run_to_end(
+        iter_train_classifier(images, labels, config, callbacks=[clock.callback], clock=clock),
+        events.append,
+    )
 
     assert result.fit.state is RunState.DONE
-    assert result.model.metrics["epochs_run"] < 1000
-    assert result.fit.seconds < 30
+    # Batches end at 0, 1, ..., 4 s of the budget: the fifth finds it spent.
+    assert sum(isinstance(event, BatchEnded) for event in events) == 5
+    assert result.fit.seconds == 5.0
+    assert 1 < result.model.metrics["epochs_run"] < 1000
 
 
 def test_fine_tuning_keeps_the_models_classes_and_normalisation(trained):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -47,8 +49,9 @@ def test_scribbles_on_one_slice_train_a_usable_model_from_scratch():
     annotation = _scribbles(truth)
     tuner = FineTuner(CONFIG, **BURSTS)
     events = []
-    model = run_to_end(tuner.iter_burst(images, annotation, seconds=8.0), events.append)
-    assert any(isinstance(event, BatchEnded) for event in events)
+    burst = tuner.iter_burst(images, annotation, seconds=math.inf, steps=60)
+    model = run_to_end(burst, events.append)
+    assert sum(isinstance(event, BatchEnded) for event in events) == 60
     assert events[-1] == Finished(RunState.DONE)
     mask = predict_segmentation(model, images[1]).mask[0]
     # Slice 1 was never annotated: the model generalised from slice 0's scribbles.
@@ -60,8 +63,8 @@ def test_bursts_continue_the_same_network_and_leave_the_annotation_alone():
     annotation = _scribbles(truth)
     before = annotation.copy()
     tuner = FineTuner(CONFIG, **BURSTS)
-    first = run_to_end(tuner.iter_burst(images, annotation, seconds=1.0))
-    second = run_to_end(tuner.iter_burst(images, annotation, seconds=1.0))
+    first = run_to_end(tuner.iter_burst(images, annotation, seconds=math.inf, steps=2))
+    second = run_to_end(tuner.iter_burst(images, annotation, seconds=math.inf, steps=2))
     assert first.model is second.model  # the compiled network is kept between bursts
     np.testing.assert_array_equal(annotation, before)
 
@@ -80,7 +83,7 @@ def test_scratch_learns_fast_and_a_trained_model_is_tuned_gently():
 def test_a_fine_tuner_warm_starts_from_a_trained_model():
     images, truth = _bright_squares()
     source = FineTuner(CONFIG, **BURSTS)
-    run_to_end(source.iter_burst(images, _scribbles(truth), seconds=1.0))
+    run_to_end(source.iter_burst(images, _scribbles(truth), seconds=math.inf, steps=2))
     tuner = FineTuner(CONFIG, source.model, **(BURSTS | {"learning_rate": 1e-9}))
     before = predict_segmentation(source.model, images).probabilities
     after = predict_segmentation(tuner.model, images).probabilities
@@ -109,7 +112,7 @@ def test_a_burst_leaves_batch_norm_statistics_of_the_images_not_stale_ones():
     norms = [layer for layer in tuner._network.layers if "bn" in layer.name]
     for layer in norms:
         layer.moving_mean.assign(np.full(layer.moving_mean.shape, 1e3, np.float32))
-    run_to_end(tuner.iter_burst(images, _scribbles(truth), seconds=0.0))
+    run_to_end(tuner.iter_burst(images, _scribbles(truth), seconds=0.0))  # no step at all
     means = np.concatenate([np.asarray(layer.moving_mean) for layer in norms])
     assert np.isfinite(means).all()
     assert np.abs(means).max() < 100  # recomputed from the images, even without a step
@@ -122,7 +125,8 @@ def test_a_cancelled_burst_stops_at_once():
     tuner = FineTuner(CONFIG, **BURSTS)
     events = []
     run_to_end(
-        tuner.iter_burst(images, _scribbles(truth), seconds=30.0, cancel=cancel), events.append
+        tuner.iter_burst(images, _scribbles(truth), seconds=math.inf, steps=30, cancel=cancel),
+        events.append,
     )
     assert events[-1] == Finished(RunState.CANCELLED)
     assert not any(isinstance(event, BatchEnded) for event in events)
@@ -132,5 +136,7 @@ def test_an_empty_annotation_asks_for_strokes():
     images, truth = _bright_squares()
     with pytest.raises(InputDataError, match="annotated"):
         run_to_end(
-            FineTuner(CONFIG, **BURSTS).iter_burst(images, np.zeros_like(truth), seconds=1.0)
+            FineTuner(CONFIG, **BURSTS).iter_burst(
+                images, np.zeros_like(truth), seconds=math.inf, steps=2
+            )
         )

@@ -77,12 +77,27 @@ def test_cancel_stops_within_one_batch_and_reports_cancelled():
     assert len(batches) <= 3 + 2
 
 
-def test_time_budget_ends_training_early():
+def test_time_budget_ends_training_after_the_batch_that_spends_it(batch_clock):
     model, data = _problem()
-    result = run_to_end(iter_fit(model, data, epochs=10_000, steps_per_epoch=10, time_budget_s=1.0))
+    clock = batch_clock(1.0)
+    events = []
+    result = run_to_end(
+        iter_fit(
+            model,
+            data,
+            epochs=10_000,
+            steps_per_epoch=10,
+            time_budget_s=5.0,
+            extra_callbacks=[clock.callback],
+            clock=clock,
+        ),
+        events.append,
+    )
     assert result.state is RunState.DONE
-    assert result.seconds < 10
-    assert len(result.history["loss"]) < 10_000
+    # Batches end at 0, 1, ..., 5 s: the sixth finds the budget spent.
+    assert sum(isinstance(event, BatchEnded) for event in events) == 6
+    assert len(result.history["loss"]) == 1
+    assert result.seconds == 6.0
 
 
 def test_an_error_inside_training_reaches_the_consumer():

@@ -47,15 +47,28 @@ def shown_errors() -> Callable[[], list[str]]:
     return texts
 
 
+#: Every wait below ends as soon as what it waits for happens; this guard only ends a test
+#: that hangs, and is far above what any step takes on a busy machine, so no test depends
+#: on the machine's speed.
+HANG_GUARD_MS = 300_000
+
+
 @pytest.fixture
-def finish(qtbot: Any) -> Callable[..., None]:
+def wait_until(qtbot: Any) -> Callable[[Callable[[], Any]], None]:
+    """Run the event loop until ``condition()`` is true (a hang guard, not a deadline)."""
+
+    def wait(condition: Callable[[], Any]) -> None:
+        qtbot.waitUntil(lambda: bool(condition()), timeout=HANG_GUARD_MS)
+
+    return wait
+
+
+@pytest.fixture
+def finish(wait_until: Callable[[Callable[[], Any]], None]) -> Callable[[Any], None]:
     """Wait until a widget's job has finished (its worker's ``finished`` was handled)."""
 
-    def wait(widget: Any, timeout_s: float = 150.0) -> None:
-        qtbot.waitUntil(
-            lambda: widget.job is not None and not widget.job.running,
-            timeout=int(timeout_s * 1000),
-        )
+    def wait(widget: Any) -> None:
+        wait_until(lambda: widget.job is not None and not widget.job.running)
 
     return wait
 

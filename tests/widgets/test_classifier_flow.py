@@ -28,7 +28,7 @@ def test_classifier_train_predict_and_grad_cam(viewer, leaves, shown_errors, fin
     for key, value in TINY.items():
         train.classifier_form.set_value(key, value)
     train.train_button.click()
-    finish(train, 150)
+    finish(train)
     assert shown_errors() == []
     assert train.job.state is RunState.DONE
     assert train.session.model.config.class_names == tuple(leaves.metadata["class_names"])
@@ -38,7 +38,7 @@ def test_classifier_train_predict_and_grad_cam(viewer, leaves, shown_errors, fin
     assert predict.classes_box.isVisibleTo(predict)
     predict.scope_combo.setCurrentText(WHOLE_STACK)
     predict.predict_button.click()
-    finish(predict, 120)
+    finish(predict)
     rows = leaves.metadata[PREDICTIONS_KEY]
     assert [row["image"] for row in rows] == list(range(len(pixels)))
     assert predict.class_table.rowCount() == len(pixels)
@@ -50,7 +50,7 @@ def test_classifier_train_predict_and_grad_cam(viewer, leaves, shown_errors, fin
     if importlib.util.find_spec("napari_dlbio.models.gradcam") is None:
         pytest.skip("models/gradcam.py is not there yet")
     predict.gradcam_button.click()
-    finish(predict, 120)
+    finish(predict)
     assert shown_errors() == []
     heatmap = viewer.layers["PlantVillage leaves Grad-CAM"]
     assert heatmap.data.shape == (1, *pixels.shape[1:3])
@@ -71,12 +71,12 @@ def test_a_segmentation_model_on_leaves_is_refused_with_what_to_do(
     for key, value in {**tiny, "steps_per_epoch": 2, "batch_size": 2}.items():
         train.segmentation_form.set_value(key, value)
     train.train_button.click()
-    finish(train, 150)
+    finish(train)
     layers_before = [layer.name for layer in viewer.layers]
     predict = PredictWidget(viewer)
     predict.image_combo.select(leaves)
     predict.predict_button.click()
-    finish(predict, 60)
+    finish(predict)
     assert predict.job.state is RunState.FAILED
     assert any("segmentation model" in text for text in shown_errors())
     assert predict.predict_button.isEnabled()

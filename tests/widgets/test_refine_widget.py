@@ -77,7 +77,9 @@ def test_accept_keeps_painted_pixels_undo_restores_and_overwrite_replaces(viewer
     np.testing.assert_array_equal(annotation.data, mask + 1)
 
 
-def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(viewer, qtbot) -> None:
+def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(
+    viewer, wait_until
+) -> None:
     _, annotation = _predicted(viewer, _half_membrane())
     widget = _widget(viewer)
     viewer.layers.selection.active = annotation
@@ -85,12 +87,12 @@ def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(view
     rows, cols = np.nonzero(np.ones((2, 32), bool))
     annotation.data_setitem((np.zeros_like(rows), rows, cols), 2)  # two rows of membrane
 
-    qtbot.waitUntil(lambda: "membrane: IoU 0.500, Dice 0.667" in widget.agreement_label.text())
+    wait_until(lambda: "membrane: IoU 0.500, Dice 0.667" in widget.agreement_label.text())
     assert "background: IoU 0.000" in widget.agreement_label.text()
     assert "slice 0: 64 annotated pixels" in widget.agreement_label.text()
 
     widget.disagreement_check.setChecked(True)
-    qtbot.waitUntil(lambda: "painted disagreement" in viewer.layers, timeout=2000)
+    wait_until(lambda: "painted disagreement" in viewer.layers)
     disagreement = viewer.layers["painted disagreement"]
     expected = np.zeros((1, 32, 32), np.uint8)
     expected[0, :2, 16:] = 1
@@ -99,7 +101,7 @@ def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(view
 
     # Background painted where the prediction says background: agreement, nothing marked.
     annotation.data_setitem((np.zeros(16, int), np.full(16, 5), np.arange(16, 32)), 1)
-    qtbot.waitUntil(lambda: "80 annotated" in widget.agreement_label.text(), timeout=2000)
+    wait_until(lambda: "80 annotated" in widget.agreement_label.text())
     assert disagreement.data[0, 5].sum() == 0
     np.testing.assert_array_equal(disagreement.data, expected)
     widget.disagreement_check.setChecked(False)
@@ -158,7 +160,7 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     widget.fine_tune_button.click()
     assert not widget.fine_tune_button.isEnabled()
     assert widget.stop_button.isEnabled()
-    finish(widget, 120)
+    finish(widget)
     assert shown_errors() == []
     assert widget.job.state is RunState.DONE
     mask = viewer.layers["ISBI 2012 EM mask"]
@@ -182,7 +184,7 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     # The corrected slice counts as reviewed: its unpainted pixels are learned as the
     # mask the user saw while correcting.
     np.testing.assert_array_equal(widget.slot.reviewed[0], seen)
-    finish(widget, 120)
+    finish(widget)
     assert widget.job.state is RunState.DONE
     assert widget.slot.tuner is tuner  # the compiled network was kept
     assert widget.session.model is not first_model
@@ -205,7 +207,7 @@ def test_the_speck_setting_shows_the_current_models(viewer) -> None:
 
 
 def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
-    viewer, isbi, qtbot, finish, shown_errors
+    viewer, isbi, wait_until, finish, shown_errors
 ) -> None:
     widget, annotation = _scribbles(viewer, isbi)
     widget.seconds_spin.setValue(120.0)
@@ -214,11 +216,11 @@ def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
     annotation.data_setitem((np.zeros_like(rows), rows + 300, cols), 1)  # the user paints
     painted = annotation.data.copy()
     names = [layer.name for layer in viewer.layers]
-    qtbot.waitUntil(lambda: widget.job is not None, timeout=5000)  # ~1.5 s after painting
-    qtbot.waitUntil(lambda: "step" in widget.status_label.text(), timeout=120_000)
+    wait_until(lambda: widget.job is not None)  # ~1.5 s after painting
+    wait_until(lambda: "step" in widget.status_label.text())
     widget.stop_button.click()
     assert not widget.stop_button.isEnabled()
-    finish(widget, 60)
+    finish(widget)
     assert shown_errors() == []
     assert widget.job.state is RunState.CANCELLED
     np.testing.assert_array_equal(annotation.data, painted)

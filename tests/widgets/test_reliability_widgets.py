@@ -63,7 +63,7 @@ def _fake_model():
 
 
 def test_a_training_process_killed_midway_changes_nothing(
-    viewer, isbi, qtbot, finish, shown_errors
+    viewer, isbi, wait_until, finish, shown_errors
 ) -> None:
     """What the system's out-of-memory killer does to a training that grows too large."""
     image, annotation = isbi
@@ -76,10 +76,10 @@ def test_a_training_process_killed_midway_changes_nothing(
         widget.segmentation_form.set_value(key, value)
 
     widget.train_button.click()
-    qtbot.waitUntil(lambda: len(widget.plot.series["loss"]) >= 1, timeout=120_000)
+    wait_until(lambda: len(widget.plot.series["loss"]) >= 1)
     (child,) = multiprocessing.active_children()
     os.kill(child.pid, signal.SIGKILL)
-    finish(widget, 60)
+    finish(widget)
 
     assert widget.job.state is RunState.FAILED
     assert any("ran out of memory" in text for text in shown_errors())
@@ -111,7 +111,7 @@ def test_a_prediction_job_that_fails_midway_adds_no_layer(
     widget.scope_combo.setCurrentText(WHOLE_STACK)
 
     widget.predict_button.click()
-    finish(widget, 60)
+    finish(widget)
 
     assert widget.job.state is RunState.FAILED
     assert any("ran out of memory" in text for text in shown_errors())

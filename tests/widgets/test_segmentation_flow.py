@@ -50,7 +50,7 @@ def test_train_predict_evaluate_export_end_to_end(
     train.train_button.click()
     assert not train.train_button.isEnabled()
     assert train.stop_button.isEnabled()
-    finish(train, 150)
+    finish(train)
 
     assert train.train_button.isEnabled()
     assert train.outcome is not None

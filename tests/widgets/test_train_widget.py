@@ -33,17 +33,19 @@ def _ready(viewer, isbi, **changes) -> TrainWidget:
     return widget
 
 
-def test_stop_keeps_best_weights_and_the_widget_trains_again(viewer, isbi, qtbot, finish) -> None:
+def test_stop_keeps_best_weights_and_the_widget_trains_again(
+    viewer, isbi, wait_until, finish
+) -> None:
     _, annotation = isbi
     painted = annotation.data.copy()
     layers_before = [layer.name for layer in viewer.layers]
     widget = _ready(viewer, isbi, epochs=500)
     widget.train_button.click()
     job = widget.job
-    qtbot.waitUntil(lambda: len(widget.plot.series["loss"]) >= 1, timeout=120_000)
+    wait_until(lambda: len(widget.plot.series["loss"]) >= 1)
     widget.stop_button.click()
     assert not widget.stop_button.isEnabled()
-    finish(widget, 60)
+    finish(widget)
 
     assert job.state is RunState.CANCELLED
     assert len(widget.plot.series["loss"]) < 500
@@ -58,7 +60,7 @@ def test_stop_keeps_best_weights_and_the_widget_trains_again(viewer, isbi, qtbot
 
     widget.segmentation_form.set_value("epochs", 1)
     widget.train_button.click()
-    finish(widget, 120)
+    finish(widget)
     assert widget.job.state is RunState.DONE
     assert widget.train_button.isEnabled()
 
@@ -72,7 +74,7 @@ def test_a_missing_model_folder_is_reported_and_nothing_changes(
     widget.start_combo.setCurrentText(FOLDER)
     widget.start_folder.setText(str(tmp_path / "no-such-model"))
     widget.train_button.click()
-    finish(widget, 120)
+    finish(widget)
     assert widget.job.state is RunState.FAILED
     assert any("no-such-model" in text for text in shown_errors())
     assert widget.train_button.isEnabled()

@@ -10,6 +10,7 @@ frozen, then everything at a tenth of the learning rate.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ from napari_dlbio.models._tf import load_keras, load_tensorflow
 from napari_dlbio.models.classifier import build_classifier, set_backbone_trainable
 from napari_dlbio.models.distribute import choose_strategy
 from napari_dlbio.models.store import ModelFolder
-from napari_dlbio.models.training import CosineDecay, FitResult, iter_fit
+from napari_dlbio.models.training import Clock, CosineDecay, FitResult, iter_fit
 
 tf = load_tensorflow()
 keras = load_keras()
@@ -102,6 +103,8 @@ def iter_train_classifier(
     initial: ModelFolder | None = None,
     backbone_weights: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+    clock: Clock = time.perf_counter,
 ) -> Generator[Event, None, ClassifierTrainingResult]:
     """Train (or fine-tune) an image classifier, yielding progress events.
 
@@ -127,6 +130,10 @@ def iter_train_classifier(
         ``config.fine_tune_epochs``; without it, everything trains from scratch.
     checkpoint_dir
         If given, best and last weights are written there after every epoch.
+    callbacks
+        More Keras callbacks, in every training phase.
+    clock
+        The clock of ``config.time_budget_s`` (see :func:`~napari_dlbio.models.training.iter_fit`).
 
     Yields
     ------
@@ -179,6 +186,8 @@ def iter_train_classifier(
         "cancel": cancel,
         "patience": config.early_stopping_patience,
         "checkpoint_dir": checkpoint_dir,
+        "extra_callbacks": tuple(callbacks),
+        "clock": clock,
     }
     transfer = backbone_weights is not None and config.backbone is not Backbone.SMALL_CNN
     head_budget = config.time_budget_s
@@ -515,15 +524,18 @@ def _phase(
     """Compile with a fresh optimiser and train for ``epochs`` or ``budget`` seconds."""
     _compile(model, strategy, learning_rate)
     schedule = CosineDecay(
-        learning_rate, epochs * fit_options["steps_per_epoch"], budget, final_factor=MIN_RATE_FACTOR
+        learning_rate,
+        epochs * fit_options["steps_per_epoch"],
+        budget,
+        final_factor=MIN_RATE_FACTOR,
+        clock=fit_options["clock"],
     )
     job = iter_fit(
         model,
         train_data,
         epochs=epochs,
         time_budget_s=budget,
-        extra_callbacks=[schedule],
-        **fit_options,
+        **(fit_options | {"extra_callbacks": [schedule, *fit_options["extra_callbacks"]]}),
     )
     return (yield from _without_finished(job))
 

@@ -124,10 +124,11 @@ class FineTuner:
         annotations: np.ndarray,
         *,
         seconds: float = DEFAULT_BURST_SECONDS,
+        steps: int | None = None,
         recent: np.ndarray | None = None,
         cancel: CancelToken | None = None,
     ) -> Generator[Event, None, ModelFolder]:
-        """Train for ``seconds`` on the annotated pixels; return the updated model.
+        """Train on the annotated pixels for ``seconds`` (or ``steps``); return the model.
 
         Parameters
         ----------
@@ -138,6 +139,9 @@ class FineTuner:
             class k.
         seconds
             Length of the burst (the first burst also traces the training step).
+        steps
+            If given, the burst also ends after this many steps, whichever comes first
+            (a burst of ``seconds=math.inf`` then trains the same on any machine).
         recent
             Boolean (Z, Y, X) mask of the pixels painted since the last burst;
             :data:`RECENT_SHARE` of every batch is centred on them.  ``None`` or empty:
@@ -172,7 +176,7 @@ class FineTuner:
         yield TrainingStarted(1, 0, device_description())
         deadline = time.perf_counter() + seconds
         step = 0
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and (steps is None or step < steps):
             if cancel is not None and cancel.cancelled:
                 self._recalibrate(normalised)
                 yield Finished(RunState.CANCELLED)

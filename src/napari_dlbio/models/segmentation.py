@@ -10,6 +10,7 @@ work and tile borders leave no trace.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from napari_dlbio.models.segmentation_data import (
     validation_dataset,
 )
 from napari_dlbio.models.store import ModelFolder
-from napari_dlbio.models.training import CosineDecay, FitResult, iter_fit
+from napari_dlbio.models.training import Clock, CosineDecay, FitResult, iter_fit
 from napari_dlbio.models.unet import build_unet
 
 tf = load_tensorflow()
@@ -95,6 +96,7 @@ def iter_train_segmentation(
     initial: ModelFolder | None = None,
     checkpoint_dir: str | Path | None = None,
     callbacks: Sequence[Any] = (),
+    clock: Clock = time.perf_counter,
 ) -> Generator[Event, None, SegmentationTrainingResult]:
     """Train (or fine-tune) a U-Net, yielding progress events.
 
@@ -115,6 +117,8 @@ def iter_train_segmentation(
         If given, best and last weights are written there after every epoch.
     callbacks
         More Keras callbacks (e.g. TensorBoard on a cluster, or a benchmark's probe).
+    clock
+        The clock of ``config.time_budget_s`` (see :func:`~napari_dlbio.models.training.iter_fit`).
 
     Yields
     ------
@@ -196,9 +200,10 @@ def iter_train_segmentation(
         patience=config.early_stopping_patience,
         checkpoint_dir=checkpoint_dir,
         extra_callbacks=[
-            *([_learning_rate_schedule(config)] if config.learning_rate_decay else []),
+            *([_learning_rate_schedule(config, clock)] if config.learning_rate_decay else []),
             *callbacks,
         ],
+        clock=clock,
     )
     finished: Finished | None = None
     try:
@@ -235,13 +240,14 @@ FINAL_RATE_FACTOR = 0.05
 WARMUP_STEPS = 20
 
 
-def _learning_rate_schedule(config: SegmentationConfig) -> CosineDecay:
+def _learning_rate_schedule(config: SegmentationConfig, clock: Clock) -> CosineDecay:
     return CosineDecay(
         config.learning_rate,
         config.epochs * config.steps_per_epoch,
         config.time_budget_s,
         final_factor=FINAL_RATE_FACTOR,
         warmup_steps=WARMUP_STEPS,
+        clock=clock,
     )
 
 

@@ -43,6 +43,9 @@ keras = load_keras()
 
 _DONE = object()
 
+Clock = Callable[[], float]
+"""Seconds from any fixed point, as :func:`time.perf_counter` gives them."""
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -72,6 +75,7 @@ def iter_fit(
     patience: int | None = None,
     checkpoint_dir: str | Path | None = None,
     extra_callbacks: Sequence[Any] = (),
+    clock: Clock = time.perf_counter,
 ) -> Generator[Event, None, FitResult]:
     """Train a compiled Keras model, yielding events; return a :class:`FitResult`.
 
@@ -97,11 +101,14 @@ def iter_fit(
         If given, ``best.weights.h5`` and ``last.weights.h5`` are written there every epoch.
     extra_callbacks
         More Keras callbacks (e.g. a learning-rate schedule).
+    clock
+        Seconds from any fixed point, read for the time budget and the result's
+        ``seconds``; tests pass a clock that advances per batch.
     """
     cancel = cancel or CancelToken()
     events: queue.Queue[Any] = queue.Queue()
     monitor = "val_loss" if validation_data is not None else "loss"
-    bridge = _EventBridge(events, cancel, epochs, steps_per_epoch, time_budget_s)
+    bridge = _EventBridge(events, cancel, epochs, steps_per_epoch, time_budget_s, clock)
     keeper = _BestWeights(monitor, patience)
     callbacks: list[Any] = [bridge, keeper, *extra_callbacks]
     if checkpoint_dir is not None:
@@ -142,7 +149,7 @@ def iter_fit(
             events.put(_DONE)
 
     build_optimizer(model)
-    started = time.perf_counter()
+    started = clock()
     worker = threading.Thread(target=fit, name="dlbio-fit", daemon=True)
     worker.start()
     finished_normally = False
@@ -162,7 +169,7 @@ def iter_fit(
         state=state,
         history=outcome.get("history", {}),
         best_epoch=keeper.best_epoch,
-        seconds=time.perf_counter() - started,
+        seconds=clock() - started,
     )
 
 
@@ -275,8 +282,10 @@ class _EventBridge(keras.callbacks.Callback):
         epochs: int,
         steps: int,
         time_budget_s: float | None,
+        clock: Clock,
     ) -> None:
         super().__init__()
+        self._clock = clock
         self._events = events
         self._cancel = cancel
         self._epochs = epochs
@@ -287,7 +296,7 @@ class _EventBridge(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._budget is not None:
-            self._deadline = time.perf_counter() + self._budget
+            self._deadline = self._clock() + self._budget
         self._events.put(TrainingStarted(self._epochs, self._steps, device_description()))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -296,14 +305,14 @@ class _EventBridge(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", math.nan))
         self._events.put(BatchEnded(self._epoch, batch + 1, self._steps, loss))
-        if self._cancel.cancelled or time.perf_counter() >= self._deadline:
+        if self._cancel.cancelled or self._clock() >= self._deadline:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
         loss = logs.pop("loss", math.nan)
         self._events.put(EpochEnded(epoch + 1, self._epochs, loss, logs))
-        if time.perf_counter() >= self._deadline:
+        if self._clock() >= self._deadline:
             self.model.stop_training = True
 
 
@@ -355,6 +364,8 @@ class CosineDecay(keras.callbacks.Callback):
         The rate ends at ``final_factor * learning_rate``.
     warmup_steps
         Steps over which the rate rises linearly from ``learning_rate / warmup_steps``.
+    clock
+        Seconds from any fixed point (the clock of the run's time budget).
     """
 
     def __init__(
@@ -365,8 +376,10 @@ class CosineDecay(keras.callbacks.Callback):
         *,
         final_factor: float = 0.05,
         warmup_steps: int = 0,
+        clock: Clock = time.perf_counter,
     ) -> None:
         super().__init__()
+        self._clock = clock
         self._start_rate = learning_rate
         self._steps = max(1, total_steps)
         self._budget = time_budget_s
@@ -376,13 +389,13 @@ class CosineDecay(keras.callbacks.Callback):
         self._started = 0.0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
+        self._started = self._clock()
         self._step = 0
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         progress = self._step / self._steps
         if self._budget is not None:
-            progress = max(progress, (time.perf_counter() - self._started) / self._budget)
+            progress = max(progress, (self._clock() - self._started) / self._budget)
         cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         factor = self._final + (1.0 - self._final) * cosine
         factor *= min(1.0, (self._step + 1) / self._warmup)

@@ -1,0 +1,39 @@
+"""Fixtures of the model tests: a clock that advances with training, not with the machine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+class BatchClock:
+    """A clock for time budgets that advances a fixed number of seconds per trained batch.
+
+    Pass the clock as ``clock=`` and :attr:`callback` as an extra Keras callback: a run
+    with a budget of B seconds then trains ``B / seconds_per_batch + 1`` batches on any
+    machine, however busy (the budget is checked after each batch, before the tick).
+    """
+
+    def __init__(self, seconds_per_batch: float) -> None:
+        from napari_dlbio.models._tf import load_keras
+
+        keras = load_keras()
+        self.now = 0.0
+        clock = self
+
+        class Tick(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                clock.now += seconds_per_batch
+
+        self.callback = Tick()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def batch_clock() -> Callable[[float], Any]:
+    """Make a :class:`BatchClock` advancing the given seconds per batch."""
+    return BatchClock
