@@ -35,8 +35,11 @@ def export_image(path: Path, data: np.ndarray, *, cancel: CancelToken) -> Job:
 
     _refuse_existing(path)
     # Under a temporary name first: a full disk or a failing drive leaves no partial file.
+    data = np.asarray(data, dtype=np.float32)
+    # tifffile would store 3 or 4 slices of a (Z, Y, X) map as the colours of one page.
+    photometric = "minisblack" if data.ndim == 3 else None
     with atomic_file(path) as partial:
-        tifffile.imwrite(partial, np.asarray(data, dtype=np.float32), compression="zlib")
+        tifffile.imwrite(partial, data, compression="zlib", photometric=photometric)
     yield Notice(f"Saved {path}.")
     return [str(path)]
 
