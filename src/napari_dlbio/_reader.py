@@ -7,6 +7,7 @@ nothing opened). Single PNG/JPEG files and unrelated folders are left to other r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def read_stack_layer(path: str | list[str]) -> list[LayerData]:
     """Read a TIFF stack or a folder of slices as one Image (or Labels) layer.
 
     A TIFF written by napari-dlbio's labels writer comes back as a Labels layer with its
-    class names.
+    class names. What the user should know about how the file was read (a TIFF that stores
+    its planes as the colour samples of one image) is issued as a warning, which napari
+    shows as a notification.
 
     Parameters
     ----------
@@ -77,6 +80,8 @@ def read_stack_layer(path: str | list[str]) -> list[LayerData]:
         The file or folder cannot be read as a stack (the message says why).
     """
     stack = read_stack(_single(path))
+    for note in stack.notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     metadata: dict[str, Any] = {
         "source": str(stack.source),
         "axes": stack.axes,

@@ -9,7 +9,7 @@ table rows, a model folder.  No Qt.  Training has its own module,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -165,16 +165,23 @@ def predict_classes(
     images: Any,
     first_index: int,
     true_classes: np.ndarray | None,
+    metadata: Mapping[str, Any],
     *,
     cancel: CancelToken,
 ) -> Job:
-    """Classify (N, H, W, C) images; return a ClassificationOutcome, or None if cancelled."""
+    """Classify (N, H, W, C) images; return a ClassificationOutcome, or None if cancelled.
+
+    ``images`` start at stack index ``first_index`` of a leaf stack whose layer metadata is
+    ``metadata``; the photos the reader resized are read again from their files.
+    """
+    from napari_dlbio.core.io import reread_resized_photos
     from napari_dlbio.models.classification import iter_predict_classifier
 
     model = yield from source.load(Task.CLASSIFICATION)
     if model is None:
         raise InputDataError("No classifier yet: train one or choose a model folder.")
-    prediction = yield from iter_predict_classifier(model, np.asarray(images), cancel=cancel)
+    photos = reread_resized_photos(np.asarray(images), metadata, first_index)
+    prediction = yield from iter_predict_classifier(model, photos, cancel=cancel)
     if prediction is None:
         return None
     names = list(prediction.class_names)

@@ -86,6 +86,9 @@ class TrainRequest:
         The model to fine-tune; empty for a new network.
     save_to
         The model folder to write at the end, or ``None`` to keep the model in memory only.
+    image_metadata
+        A leaf stack's layer metadata: it lists the photos the reader resized, which are
+        read again from their files so that each is resized once, as ``dlbio train`` does.
     """
 
     task: Task
@@ -95,6 +98,7 @@ class TrainRequest:
     training: Mapping[str, Any] = field(default_factory=dict)
     start: ModelSource = field(default_factory=ModelSource)
     save_to: Path | None = None
+    image_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,12 @@ def train(request: TrainRequest, *, cancel: CancelToken) -> Job:
             images, request.targets, config, cancel=cancel, initial=initial
         )
     else:
+        from napari_dlbio.core.io import reread_resized_photos
         from napari_dlbio.models.classification import iter_train_classifier
 
+        photos = reread_resized_photos(images, request.image_metadata)
         result = yield from iter_train_classifier(
-            images, request.targets, config, cancel=cancel, initial=initial
+            photos, request.targets, config, cancel=cancel, initial=initial
         )
     model, fit = result.model, result.fit
     if fit.state is RunState.CANCELLED and fit.best_epoch is None:

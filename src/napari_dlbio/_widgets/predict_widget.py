@@ -132,7 +132,8 @@ class PredictWidget(JobWidget):
             data, first = (data if is_stack else data[np.newaxis]), None
         classes = class_stack_metadata(image)
         if classes is not None:
-            function, args = predict_classes, (source, data, first or 0, classes[1])
+            metadata = dict(image.metadata)
+            function, args = predict_classes, (source, data, first or 0, classes[1], metadata)
             on_result = self._show_classes
         else:
             placement = placement_of(image)

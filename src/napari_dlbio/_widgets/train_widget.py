@@ -214,6 +214,7 @@ class TrainWidget(JobWidget):
             training=self.form.values(training_only=True),
             start=self._model_source(),
             save_to=Path(self.save_to.text()) if self.save_to.text() else None,
+            image_metadata=dict(image.metadata) if classes is not None else {},
         )
 
     def _model_source(self) -> ModelSource:

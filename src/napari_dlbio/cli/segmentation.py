@@ -27,12 +27,15 @@ from napari_dlbio.core.events import (
     CancelToken,
     Event,
     Finished,
+    Notice,
     RunState,
     SlicePredicted,
     run_to_end,
 )
 from napari_dlbio.core.io import (
+    ImageStack,
     atomic_file,
+    read_label_stack,
     read_stack,
     refuse_existing_file,
     write_labels_tiff_pages,
@@ -57,9 +60,11 @@ def train(args: argparse.Namespace) -> int:
     out = check_destination(args.out)  # a wrong --out is found now, not after training
     initial = load_model_folder(args.from_model, Task.SEGMENTATION) if args.from_model else None
     config = _training_config(args, initial)
-    images = read_stack(args.images).data
-    annotations = _read_annotations(args.labels, args.label_values, config.class_names)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+    stack = _read_stack(args.images, printer)
+    annotations = _read_annotations(args.labels, args.label_values, config.class_names, printer)
+    _check_labels_fit(stack, annotations)
+    images = stack.data
     cancel = CancelToken()
     checkpoints = out.parent / f".{out.name}.checkpoints"
     with cancel_on_interrupt(cancel):
@@ -103,9 +108,9 @@ def predict(args: argparse.Namespace) -> int:
         if path is not None:
             refuse_existing_file(path)
     model = _load_model(args)
-    images = _read_images(args.images)
-    cancel = CancelToken()
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+    images = _read_images(args.images, printer)
+    cancel = CancelToken()
     with cancel_on_interrupt(cancel), ExitStack() as files:
         probability_file = None
         if probabilities_path is not None:
@@ -177,17 +182,11 @@ def evaluate(args: argparse.Namespace) -> int:
         raise InputDataError("Evaluation needs --labels: the ground truth of the images.")
     model = _load_model(args)
     class_names = model.config.class_names
-    images = read_stack(args.images).data
-    annotation = _read_annotations(args.labels, args.label_values, class_names)
-    if annotation.shape != images.shape[:3]:
-        raise InputDataError(
-            f"The labels have shape {annotation.shape} but the images have shape "
-            f"{images.shape}; give the labels of these images."
-        )
-    prediction = run_to_end(
-        iter_predict_segmentation(model, images),
-        ProgressPrinter(sys.stderr, quiet=args.quiet or args.json),
-    )
+    printer = ProgressPrinter(sys.stderr, quiet=args.quiet or args.json)
+    stack = _read_stack(args.images, printer)
+    annotation = _read_annotations(args.labels, args.label_values, class_names, printer)
+    _check_labels_fit(stack, annotation)
+    prediction = run_to_end(iter_predict_segmentation(model, stack.data), printer)
     report = evaluate_segmentation(prediction.mask, annotation, class_names)
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
@@ -228,16 +227,30 @@ def _class_names(mapping: dict[int, str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _read_stack(path: str, printer: ProgressPrinter) -> ImageStack:
+    """:func:`read_stack`, telling the user what to know about how the file was read."""
+    stack = read_stack(path)
+    for note in stack.notes:
+        printer(Notice(note))
+    return stack
+
+
+def _check_labels_fit(images: ImageStack, labels: np.ndarray) -> None:
+    if labels.shape != images.data.shape[:3]:
+        raise InputDataError(
+            f"The labels have shape {labels.shape} but the images have shape "
+            f"{images.data.shape}; give the labels of these images."
+            + "".join(f" {note}" for note in images.notes)
+        )
+
+
 def _read_annotations(
-    path: str, label_values: str | None, class_names: tuple[str, ...]
+    path: str, label_values: str | None, class_names: tuple[str, ...], printer: ProgressPrinter
 ) -> np.ndarray:
     """Labels as an annotation: mapped with --label-values, or taken as they are."""
-    stack = read_stack(path)
-    if stack.axes != "ZYX":
-        raise InputDataError(
-            f"{path} has colour channels; labels must be single-channel images "
-            "(one class value per pixel)."
-        )
+    stack = read_label_stack(path)
+    for note in stack.notes:
+        printer(Notice(note))
     labels = np.asarray(stack.data)
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
         raise InputDataError(
@@ -255,9 +268,9 @@ def _read_annotations(
     return labels.astype(np.uint8, copy=False)
 
 
-def _read_images(paths: list[str]) -> np.ndarray:
+def _read_images(paths: list[str], printer: ProgressPrinter) -> np.ndarray:
     """One stack, or several files of equal size stacked as slices."""
-    stacks = [read_stack(path).data for path in paths]
+    stacks = [_read_stack(path, printer).data for path in paths]
     if len(stacks) == 1:
         return stacks[0]
     shapes = {stack.shape[1:] for stack in stacks}

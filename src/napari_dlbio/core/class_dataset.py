@@ -1,9 +1,10 @@
 """Images of classes as one uint8 array: loading, resizing, stratified split, class weights.
 
 Every image is decoded and resized once into an ``(N, S, S, C)`` uint8 array (720 leaf
-photos at 128 x 128 take 35 MB), so training epochs never touch the disk.  Grey images are
-repeated into RGB, RGBA images lose their alpha channel, and images are resized to a square
-with anti-aliasing (aspect ratios are not kept, the same at training and prediction time).
+photos at 128 x 128 take 35 MB), so training epochs never touch the disk.  Pixels are
+converted by :mod:`napari_dlbio.core.photo` (the napari reader uses the same conversion):
+to uint8, to grey or RGB, then resized to a square with anti-aliasing (aspect ratios are
+not kept, the same at training and prediction time).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from skimage.transform import downscale_local_mean, resize
 
 from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.photo import convert_photo
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,8 @@ def to_input_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     Parameters
     ----------
     image
-        Grey ``(Y, X)`` (or grey + alpha), RGB ``(Y, X, 3)`` or RGBA ``(Y, X, 4)``; uint8,
-        uint16, bool, or float in [0, 1] (other ranges are clipped to 0-255).
+        Grey ``(Y, X)`` (or grey + alpha), RGB ``(Y, X, 3)`` or RGBA ``(Y, X, 4)`` of any
+        numeric type, brought to 0-255 by :func:`napari_dlbio.core.photo.to_uint8`.
     size
         Side of the square output.
     channels
@@ -167,79 +168,7 @@ def to_input_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
         For other shapes, non-numeric pixels, NaN / infinite values, or an image too large
         to convert in memory.
     """
-    from napari_dlbio.core.io import physical_memory_bytes
-
-    image = np.asarray(image)
-    if image.dtype.kind not in "buif":
-        raise InputDataError(
-            f"An image of type {image.dtype} cannot be classified; use greyscale or colour "
-            "images with integer or floating-point pixels."
-        )
-    memory = physical_memory_bytes()
-    # Converting works on float64 RGB copies of the whole image.
-    if memory is not None and image.ndim >= 2 and image.shape[0] * image.shape[1] * 24 > memory:
-        raise _too_large(image.shape)
-    try:
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            raise InputDataError(
-                "The image holds NaN or infinite values; replace them (e.g. with 0) or "
-                "re-export the image without them."
-            )
-        image = _as_colour(image, channels)
-        image = _to_uint8(image)
-        if image.shape[:2] != (size, size):
-            image = _resize(image, size)
-    except MemoryError:
-        raise _too_large(image.shape) from None
-    return image
-
-
-def _too_large(shape: tuple[int, ...]) -> InputDataError:
-    return InputDataError(
-        f"An image of shape {shape} is too large to convert in memory; crop or downscale it first."
-    )
-
-
-def _as_colour(image: np.ndarray, channels: int) -> np.ndarray:
-    if image.ndim == 3 and image.shape[-1] in (1, 2):
-        # Grey, or grey plus alpha.
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[-1] == 4:
-        # The alpha channel of leaf photos and microscopy snapshots carries no class signal.
-        image = image[..., :3]
-    if image.ndim == 2:
-        return np.repeat(image[..., None], channels, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise InputDataError(
-            f"An image of shape {image.shape} is neither grey (Y, X), RGB (Y, X, 3) "
-            "nor RGBA (Y, X, 4); convert it to one of those."
-        )
-    if channels == 1:
-        weights = np.array([0.2125, 0.7154, 0.0721])
-        return (image.astype(np.float64) @ weights)[..., None]
-    return image
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.bool_:
-        return image.astype(np.uint8) * 255
-    if image.dtype == np.uint16:
-        return (image // 257).astype(np.uint8)
-    values = image.astype(np.float64)
-    if np.issubdtype(image.dtype, np.floating) and np.max(values, initial=0.0) <= 1.0:
-        values = values * 255.0
-    return np.clip(values, 0, 255).round().astype(np.uint8)
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    # Block-averaging first keeps anti-aliased resizing of very large photos fast.
-    factor = min(image.shape[0], image.shape[1]) // (2 * size)
-    if factor >= 2:
-        image = downscale_local_mean(image, (factor, factor, 1))
-    resized = resize(image, (size, size), order=1, anti_aliasing=True, preserve_range=True)
-    return np.clip(resized, 0, 255).round().astype(np.uint8)
+    return convert_photo(image, channels, (size, size))
 
 
 def stratified_split(

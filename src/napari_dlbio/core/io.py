@@ -20,7 +20,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import tifffile
 
 from napari_dlbio.core.errors import DlbioError, InputDataError
+from napari_dlbio.core.photo import convert_photo, resize_to
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 SLICE_SUFFIXES = frozenset({".png", *TIFF_SUFFIXES})
@@ -71,6 +72,12 @@ _SUPPORTED_LAYOUT = (
     "channels last; save each time point or channel as its own stack"
 )
 
+_SAVE_AS_SLICES = (
+    "in Python tifffile.imwrite(path, stack, photometric='minisblack'); in Fiji "
+    "Image > Type > RGB Stack (8-bit colour) or Image > Hyperstacks > Re-order Hyperstack "
+    "(channels to slices), then File > Save As > Tiff"
+)
+
 
 class OutputExistsError(DlbioError, FileExistsError):
     """Writing would replace an existing file or a non-empty folder."""
@@ -98,6 +105,14 @@ class ImageStack:
     metadata : mapping
         What napari-dlbio stored in the file when it wrote it (for example
         ``{"layer_type": "labels", "class_names": [...]}``); empty otherwise.
+    colour_planes : int
+        3 or 4 when the file is a TIFF whose only page stores that many planes as the
+        colour samples of one image, one plane after the other (planar configuration):
+        how tifffile saves a ``(3, Y, X)`` or ``(4, Y, X)`` array unless told otherwise, so
+        the planes may really be slices. 0 otherwise.
+    notes : tuple of str
+        What the user should know about how the file was read (for example that such
+        planes were read as colour, and how to save them as slices instead).
     """
 
     data: np.ndarray
@@ -105,6 +120,8 @@ class ImageStack:
     source: Path
     names: tuple[str, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    colour_planes: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,7 +330,9 @@ def read_stack(path: str | Path) -> ImageStack:
     Returns
     -------
     ImageStack
-        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` data in the file's dtype.
+        ``(Z, Y, X)`` or ``(Z, Y, X, C)`` data in the file's dtype. A TIFF whose only page
+        stores 3 or 4 planes as colour samples is one RGB(A) image (a photo may be saved
+        so); its ``notes`` say how to save the planes as slices if they are slices.
 
     Raises
     ------
@@ -330,6 +349,46 @@ def read_stack(path: str | Path) -> ImageStack:
     image = read_image(path)
     axes = "ZYXC" if image.ndim == 3 else "ZYX"
     return ImageStack(image[np.newaxis], axes, path, ())
+
+
+def read_label_stack(path: str | Path) -> ImageStack:
+    """Read labels (one class value per pixel) as a ``(Z, Y, X)`` stack.
+
+    Labels are never colour, so a TIFF whose only page stores 3 or 4 planes as colour
+    samples (how tifffile saves a 3- or 4-slice array unless told otherwise) is read as 3
+    or 4 slices; its ``notes`` say so and how to save the file as slices.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        As for :func:`read_stack`.
+
+    Returns
+    -------
+    ImageStack
+        ``(Z, Y, X)`` data in the file's dtype, axes ``"ZYX"``.
+
+    Raises
+    ------
+    InputDataError
+        As :func:`read_stack`, and for labels with colour channels.
+    """
+    stack = read_stack(path)
+    if stack.colour_planes:
+        planes = stack.colour_planes
+        note = (
+            f"{stack.source} stores its {planes} planes as the colour samples of one image; "
+            f"labels are never colour, so they are read as {planes} slices. To save them "
+            f"as {planes} slices: {_SAVE_AS_SLICES}."
+        )
+        data = np.moveaxis(stack.data[0], -1, 0)
+        return replace(stack, data=data, axes="ZYX", notes=(note,))
+    if stack.axes != "ZYX":
+        raise InputDataError(
+            f"{stack.source} has colour channels; labels must be single-channel images "
+            "(one class value per pixel)."
+        )
+    return stack
 
 
 def list_class_folder(path: str | Path) -> ClassFolder:
@@ -397,9 +456,11 @@ def list_class_folder(path: str | Path) -> ClassFolder:
 def read_class_images(folder: ClassFolder) -> ClassImages:
     """Decode the images of a class folder into one RGB ``uint8`` stack.
 
-    Files that cannot be decoded are skipped (with the reason). Greyscale images become
-    RGB, alpha is dropped, and images whose size differs from the most common size are
-    resized to it, since these are photographs.
+    Files that cannot be decoded are skipped (with the reason). Pixels are converted as
+    for the classifier (:func:`napari_dlbio.core.photo.convert_photo`: to ``uint8``, grey
+    to RGB, alpha dropped), and images whose size differs from the most common size are
+    resized to it, since these are photographs and one napari layer holds one size (see
+    :func:`reread_resized_photos` for giving them to a network).
 
     Parameters
     ----------
@@ -422,7 +483,7 @@ def read_class_images(folder: ClassFolder) -> ClassImages:
     kept_indices: list[int] = []
     for file, index in zip(folder.paths, folder.class_indices, strict=True):
         try:
-            images.append(_as_rgb8(read_image(file)))
+            images.append(convert_photo(read_image(file), 3))
         except InputDataError as error:
             skipped.append((file, str(error)))
             continue
@@ -438,7 +499,7 @@ def read_class_images(folder: ClassFolder) -> ClassImages:
     for i, image in enumerate(images):
         if image.shape[:2] != size:
             resized.append((kept_paths[i], (image.shape[0], image.shape[1])))
-            images[i] = _resize_rgb8(image, size)
+            images[i] = resize_to(image, size)
     return ClassImages(
         data=np.stack(images),
         class_names=folder.class_names,
@@ -448,6 +509,67 @@ def read_class_images(folder: ClassFolder) -> ClassImages:
         resized=tuple(resized),
         root=folder.root,
     )
+
+
+def reread_resized_photos(
+    images: np.ndarray, metadata: Mapping[str, Any], first: int = 0
+) -> np.ndarray | list[np.ndarray]:
+    """Images of a class stack, with every photo the reader resized read again from its file.
+
+    :func:`read_class_images` resizes photos whose size differs from the folder's most
+    common size so that all fit in one napari layer. A network must see each photo resized
+    once, from its own pixels, as ``dlbio train|predict`` give it
+    (:func:`~napari_dlbio.core.class_dataset.load_images`): this replaces each resized photo
+    by its file, converted as the reader converts it but at its own size. It reads files, so
+    call it from a worker, not from napari's GUI thread.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, H, W, 3)`` images of the stack, starting at stack index ``first``.
+    metadata : mapping
+        The stack's layer metadata (:meth:`ClassImages.as_metadata`). For any other image
+        layer (no ``resized`` list) ``images`` is returned as it is.
+    first : int, optional
+        Stack index of ``images[0]``, when ``images`` is a part of the stack.
+
+    Returns
+    -------
+    numpy.ndarray or list of numpy.ndarray
+        ``images`` itself when none of them was resized; otherwise a list of the images in
+        which each resized photo is its file's ``(H0, W0, 3)`` ``uint8`` pixels.
+
+    Raises
+    ------
+    InputDataError
+        A resized photo's file cannot be read any more, or its size has changed since the
+        folder was opened.
+    """
+    originals = {Path(path): tuple(size) for path, size in metadata.get("resized", ())}
+    paths = [Path(path) for path in metadata.get("paths", ())][first : first + len(images)]
+    positions = [i for i, path in enumerate(paths) if path in originals]
+    if not positions:
+        return images
+    photos = list(images)
+    for i in positions:
+        photos[i] = _reread_photo(paths[i], originals[paths[i]])
+    return photos
+
+
+def _reread_photo(path: Path, size: tuple[int, ...]) -> np.ndarray:
+    try:
+        photo = convert_photo(read_image(path), 3)
+    except InputDataError as error:
+        raise InputDataError(
+            f"{path} was resized to fit the stack when its folder was opened, and its own "
+            f"pixels cannot be read again ({error}). Put the file back or reopen the folder."
+        ) from error
+    if photo.shape[:2] != size:
+        raise InputDataError(
+            f"{path} has changed since its folder was opened (it was {size[1]}x{size[0]} "
+            f"pixels, now {photo.shape[1]}x{photo.shape[0]}). Reopen the folder."
+        )
+    return photo
 
 
 def write_labels_tiff(
@@ -589,28 +711,52 @@ def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
 
 
 def _read_tiff_stack(path: Path) -> ImageStack:
-    data, axes, description = _load_tiff(path, allow_memmap=True)
-    data, axes = _squeeze(data, axes)
+    tiff = _load_tiff(path, allow_memmap=True)
+    data, axes = _squeeze(tiff.data, tiff.axes)
     data, axes = _to_stack_axes(data, axes, path)
-    return ImageStack(data, axes, path, (), _dlbio_metadata(description))
+    notes: tuple[str, ...] = ()
+    if tiff.colour_planes:
+        planes = tiff.colour_planes
+        notes = (
+            f"{path} stores its {planes} planes as the colour samples of one image, so it "
+            f"is read as one {'RGB' if planes == 3 else 'RGBA'} image. If the planes are "
+            f"slices of a stack, save them as {planes} slices instead: {_SAVE_AS_SLICES}.",
+        )
+    metadata = _dlbio_metadata(tiff.description)
+    return ImageStack(data, axes, path, (), metadata, tiff.colour_planes, notes)
 
 
-def _load_tiff(path: Path, *, allow_memmap: bool) -> tuple[np.ndarray, str, str]:
-    """First series of a TIFF as (data, tifffile axes, first page description)."""
+@dataclass(frozen=True)
+class _Tiff:
+    """The first series of a TIFF file."""
+
+    data: np.ndarray
+    axes: str  # tifffile's axes
+    description: str  # of the first page
+    colour_planes: int  # see ImageStack.colour_planes
+
+
+def _load_tiff(path: Path, *, allow_memmap: bool) -> _Tiff:
     try:
         with _tifffile_errors() as problems, tifffile.TiffFile(path) as tif:
             _check_complete(tif, path)
             if not tif.series:
                 raise ValueError("no image pages found")
             series = tif.series[0]
-            description = tif.pages.first.description
+            page = tif.pages.first
             data = _memmap_or_none(path, series) if allow_memmap else None
             if data is None:
                 _check_fits_in_memory(series, path)
                 data = series.asarray()
             if problems:
                 raise ValueError(problems[0])
-            return data, series.axes, description
+            planar = (
+                len(tif.pages) == 1
+                and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+                and page.samplesperpixel in (3, 4)
+            )
+            planes = page.samplesperpixel if planar else 0
+            return _Tiff(data, series.axes, page.description, planes)
     except InputDataError:
         raise
     except _DECODE_ERRORS as error:
@@ -862,32 +1008,6 @@ def _check_readable_file(path: Path) -> None:
             f"{path} cannot be read: permission denied. Ask the owner of the file for read "
             "access, or copy it somewhere you can read it."
         )
-
-
-def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        image = _rescale_to_uint8(image)
-    if image.ndim == 2:
-        return np.repeat(image[..., np.newaxis], 3, axis=-1)
-    if image.shape[-1] == 2:  # grey + alpha
-        return np.repeat(image[..., :1], 3, axis=-1)
-    return image[..., :3]
-
-
-def _rescale_to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype.kind in "ui":
-        top = float(np.iinfo(image.dtype).max)
-    else:
-        top = float(image.max()) if image.size and float(image.max()) > 1.0 else 1.0
-    scaled = np.clip(image.astype(np.float64) / top, 0.0, 1.0) * 255.0
-    return np.rint(scaled).astype(np.uint8)
-
-
-def _resize_rgb8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from skimage.transform import resize
-
-    out = resize(image, (*size, 3), order=1, anti_aliasing=True, preserve_range=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _visible_entries(folder: Path) -> Iterator[Path]:
