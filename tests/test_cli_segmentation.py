@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tifffile
 
-from napari_dlbio.cli import main
+from napari_dlbio.cli import build_parser, main
 
 ISBI = "255=background,0=membrane"
 TINY = {
@@ -21,6 +26,12 @@ TINY = {
     "tile_size": 64,
     "tile_overlap": 8,
 }
+# TensorFlow's C++ log lines: absl's "I0000 00:00:17964.51   7672 port.cc:153] ...",
+# TensorFlow's own "2025-01-31 12:00:00.1: E tensorflow/...:52] ...", and what they say.
+TF_LOG = re.compile(
+    r"^[IWEF]\d{4} |^\d{4}-\d\d-\d\d .*: [IWEF] \S+:\d+\] |cuInit|absl::InitializeLog|oneDNN",
+    re.MULTILINE,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +111,40 @@ def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsy
     assert probabilities.shape == (5, 2, 96, 128)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert "Wrote" in capsys.readouterr().out
+
+
+def run_dlbio(*argv: object) -> subprocess.CompletedProcess[str]:
+    """``dlbio ARGV`` in a fresh interpreter, TensorFlow's log level left to napari-dlbio."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    command = "import sys; from napari_dlbio.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", command, *map(str, argv)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_tensorflows_log_lines_reach_stderr_only_with_verbose(crops, model_dir, tmp_path):
+    model = ["--model", model_dir, "--images", crops["test"]]
+    quiet = run_dlbio("evaluate", *model, "--labels", crops["test_labels"], "--label-values", ISBI)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert not TF_LOG.findall(quiet.stderr), quiet.stderr
+    assert "done after" in quiet.stderr  # our own progress still gets through
+    assert re.search(r"^membrane +\d\.\d{4} +\d\.\d{4} +\d+$", quiet.stdout, re.MULTILINE)
+
+    verbose = run_dlbio("--verbose", "predict", *model, "--out", tmp_path / "verbose.tif")
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert (tmp_path / "verbose.tif").is_file()
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64":
+        # TensorFlow 2.21 there always logs at start-up (oneDNN, then CUDA or GPU devices).
+        assert TF_LOG.findall(verbose.stderr), verbose.stderr
+
+
+def test_verbose_goes_before_or_after_the_command():
+    predict = ["predict", "--model", "m", "--images", "a.tif", "b.tif", "--out", "mask.tif"]
+    parser = build_parser()
+    assert parser.parse_args(["--verbose", *predict]).verbose
+    assert parser.parse_args([*predict, "--verbose"]).verbose
+    assert not parser.parse_args(predict).verbose
 
 
 def test_min_region_pixels_overrides_the_models_speck_setting(crops, model_dir, tmp_path, capsys):

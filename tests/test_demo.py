@@ -1,9 +1,11 @@
-"""The README's main job: the headless demo trains, predicts and says where the mask went."""
+"""The README's main job: the headless demo trains, predicts and says how good and where."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -11,13 +13,24 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_dlbio import cli
+from napari_dlbio._reader import get_reader
+from napari_dlbio._sample_data import ISBI_IMAGE
 from napari_dlbio.demo import has_display
+from napari_dlbio.demo import main as demo_main
+
+# TensorFlow's C++ log lines and what they say (see tests/test_cli_segmentation.py).
+TF_LOG = re.compile(
+    r"^[IWEF]\d{4} |^\d{4}-\d\d-\d\d .*: [IWEF] \S+:\d+\] |cuInit|absl::InitializeLog|oneDNN",
+    re.MULTILINE,
+)
 
 
 @pytest.mark.slow
-def test_headless_demo_writes_the_mask_and_prints_where(tmp_path):
+def test_headless_demo_prints_scores_paths_and_the_napari_command(tmp_path):
     out = tmp_path / "demo run"
-    env = {**os.environ, "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env |= {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
     completed = subprocess.run(
         [sys.executable, "-m", "napari_dlbio.demo", "--out", str(out), "--time-budget", "8"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
@@ -26,12 +39,50 @@ def test_headless_demo_writes_the_mask_and_prints_where(tmp_path):
     mask = tifffile.imread(out / "mask.tif")
     assert mask.shape == (5, 512, 512)
     assert set(np.unique(mask)) <= {0, 1}
-    assert f"Membrane mask: {out / 'mask.tif'}" in completed.stdout
-    report = json.loads(
-        next(line for line in completed.stdout.splitlines() if line.startswith("{"))
-    )
-    assert set(report["classes"]) == {"background", "membrane"}
     assert (out / "model" / "config.json").is_file()
+
+    lines = completed.stdout.splitlines()
+    assert re.search(r"^class +IoU +Dice +pixels$", completed.stdout, re.MULTILINE)
+    assert re.search(r"^membrane +\d\.\d{4} +\d\.\d{4} +\d+$", completed.stdout, re.MULTILINE)
+    assert re.search(r"^pixel accuracy \d\.\d{4}$", completed.stdout, re.MULTILINE)
+    assert f"  Model folder:  {out / 'model'}" in lines
+    assert f"  Membrane mask: {out / 'mask.tif'}" in lines
+    assert f"  Probabilities: {out / 'probabilities.tif'}" in lines
+    assert not any(line.lstrip().startswith("{") for line in lines)  # no JSON without --json
+
+    command = shlex.split(next(line for line in lines if "--plugin napari-dlbio" in line))
+    assert command[-4:] == ["--plugin", "napari-dlbio", str(ISBI_IMAGE), str(out / "mask.tif")]
+    assert command[:-4] in (["napari"], [sys.executable, "-m", "napari"])
+    # What napari does with --plugin napari-dlbio: the mask opens as labels.
+    mask_path = str(out / "mask.tif")
+    assert [layer_type for *_, layer_type in get_reader(mask_path)(mask_path)] == ["labels"]
+
+    assert not TF_LOG.findall(completed.stderr), completed.stderr
+
+
+def test_json_ends_the_headless_demo_and_verbose_reaches_every_command(
+    tmp_path, monkeypatch, capsys
+):
+    commands: list[list[str]] = []
+
+    def dlbio(argv: list[str]) -> int:
+        commands.append(argv)
+        if "evaluate" in argv:
+            report = {"pixel_accuracy": 0.9, "classes": {"membrane": {"iou": 0.5}}}
+            sys.stdout.write(json.dumps(report) + "\n" if "--json" in argv else "a table\n")
+        return 0
+
+    monkeypatch.setattr(cli, "main", dlbio)
+    assert demo_main(["--headless", "--json", "--verbose", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[-1])["classes"]["membrane"]["iou"] == 0.5
+    assert "a table" not in lines
+    assert f"  Membrane mask: {tmp_path / 'mask.tif'}" in lines
+    assert [argv[:2] for argv in commands] == [
+        ["--verbose", "train"],
+        ["--verbose", "predict"],
+        ["--verbose", "evaluate"],
+    ]
 
 
 def test_without_a_display_the_demo_runs_headless(monkeypatch):

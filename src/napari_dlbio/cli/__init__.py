@@ -3,7 +3,8 @@
 ``dlbio train|predict|evaluate`` dispatch on ``--task`` (training) or on the task recorded
 in the model folder (prediction, evaluation).  Errors meant for the user are printed as one
 clear line with exit code 2; Ctrl+C stops training after the current batch and still saves
-the best weights.
+the best weights.  TensorFlow's own C++ log lines (CUDA and CPU feature notices that read
+like errors) stay hidden unless ``--verbose`` is given.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, predict and evaluate U-Nets and image classifiers on bioimages.",
     )
     parser.add_argument("--version", action="version", version=f"napari-dlbio {__version__}")
+    _add_verbose_option(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a new model or fine-tune a saved one")
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", help="local backbone weights file (classification transfer learning)"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbose_option(train)
 
     predict = commands.add_parser("predict", help="predict masks or classes with a model folder")
     predict.add_argument("--model", required=True, help="model folder")
@@ -59,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam", metavar="CAM_DIR", help="write Grad-CAM maps (classification)")
     _add_speck_option(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbose_option(predict)
 
     evaluate = commands.add_parser("evaluate", help="compare predictions with ground truth")
     evaluate.add_argument("--model", required=True, help="model folder")
@@ -68,7 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_speck_option(evaluate)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_verbose_option(evaluate)
     return parser
+
+
+def _add_verbose_option(
+    parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS
+) -> None:
+    """``--verbose`` before or after the command; a command's own copy adds no default.
+
+    Without the suppressed default a command would reset ``dlbio --verbose train`` to False.
+    """
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="also show TensorFlow's own log lines (GPU discovery, CUDA and CPU notices)",
+    )
 
 
 def _add_speck_option(command: argparse.ArgumentParser) -> None:
@@ -85,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dlbio``; return the process exit code."""
     _print_any_file_name()
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from napari_dlbio.models._tf import show_tensorflow_logs
+
+        show_tensorflow_logs()
     try:
         return _dispatch(args)
     except DlbioError as error:

@@ -19,6 +19,22 @@ Mesa 22.3, napari 0.9):
   ``tf.load_op_library`` custom ops, which napari-dlbio never loads.
 
 Both only matter while TensorFlow shares napari's process (see DESIGN.md, "Known hazard").
+
+One more process-wide workaround keeps TensorFlow's C++ log lines off standard error, in
+``dlbio``, the demo and napari alike, unless :func:`show_tensorflow_logs` was called first
+(``dlbio --verbose``).  Checked with TensorFlow 2.21 on Linux: its libraries log from their static
+initialisers, before ``absl::InitializeLog()`` runs ("WARNING: All log messages before
+absl::InitializeLog() is called are written to STDERR", "oneDNN custom operations are on",
+"Could not find cuda drivers"), and listing the devices of a machine without a GPU logs
+"failed call to cuInit: ... CUDA error": lines that read like a crash.
+``TF_CPP_MIN_LOG_LEVEL=3`` silences only the later ones (the cuInit error); the early ones
+ignore it and every other setting tried (``GLOG_minloglevel``, ``ABSL_MIN_LOG_LEVEL``,
+``GRPC_VERBOSITY``, ``TF_CPP_MAX_VLOG_LEVEL``).  So ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3,
+and while TensorFlow loads and lists its devices, file descriptor 2 points at a temporary
+file; afterwards everything written there that is not one of TensorFlow's log lines (Python
+warnings, other threads' messages) is written back to standard error, and all of it if
+loading failed.  A hard crash inside that window (a segmentation fault) loses its output:
+``--verbose`` shows it.
 """
 
 from __future__ import annotations
@@ -27,7 +43,9 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import re
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +54,7 @@ from typing import Any
 
 _lock = threading.Lock()
 _configured = False
+_show_logs = False
 _gradient_lock = threading.Lock()
 _training_runs = 0
 _gradients_before: set[str] = set()
@@ -47,12 +66,24 @@ def load_tensorflow() -> ModuleType:
     with _lock:
         if "tensorflow" in sys.modules and _configured:
             return sys.modules["tensorflow"]
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        tf = _import_with_deepbind()
-        if not _configured:
-            _configure(tf)
-            _configured = True
+        if not _show_logs:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _startup_logs_held_back():
+            tf = _import_with_deepbind()
+            if not _configured:
+                _configure(tf)
+                _configured = True
         return tf
+
+
+def show_tensorflow_logs() -> None:
+    """Let TensorFlow's C++ log lines reach standard error (``dlbio --verbose``).
+
+    They are held back by default (see the module docstring).  Call this before TensorFlow
+    is first loaded: its start-up lines are written only once.
+    """
+    global _show_logs
+    _show_logs = True
 
 
 def load_keras() -> Any:
@@ -111,6 +142,65 @@ def _gradient_registry() -> dict[str, Any]:
 
     registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
     return registry if isinstance(registry, dict) else {}
+
+
+# One of TensorFlow's C++ log lines: absl's "I0000 00:00:1796477844.512562    7672 port.cc:153] ",
+# TensorFlow's own "2025-01-31 12:00:00.123456: E tensorflow/core/...:52] ", or absl's notice
+# that logging is not initialised yet.
+_TF_LOG_LINE = re.compile(
+    rb"[IWEF]\d{4} [\d:.]+ +\d+ [^\s\]]+:\d+\] "
+    rb"|\d{4}-\d\d-\d\d [\d:.]+: [IWEF] [^\s\]]+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+)
+
+
+@contextlib.contextmanager
+def _startup_logs_held_back() -> Iterator[None]:
+    """Inside this block, what reaches file descriptor 2 is held back in a temporary file.
+
+    On leaving it, everything but TensorFlow's log lines is written back to standard error
+    (other threads' messages and Python warnings arrive late, not never); if the block
+    raised, all of it is, as it may explain the error.
+    """
+    saved = None
+    if not _show_logs:
+        _flush_stderr()
+        with contextlib.suppress(OSError):  # no standard error at all (pythonw)
+            saved = os.dup(2)
+    if saved is None:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read()
+            if not failed:
+                text = _without_tensorflow_logs(text)
+            if text:
+                with open(2, "wb", closefd=False) as stderr:
+                    stderr.write(text)
+
+
+def _without_tensorflow_logs(text: bytes) -> bytes:
+    lines = text.splitlines(keepends=True)
+    return b"".join(line for line in lines if not _TF_LOG_LINE.match(line))
+
+
+def _flush_stderr() -> None:
+    # Python's own buffered text belongs on the side of the swap it was written on.
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
 
 
 def _import_with_deepbind() -> ModuleType:
