@@ -226,9 +226,9 @@ def _photos_with(value: Any, dtype: Any) -> np.ndarray:
 CLASSIFIER_TRAINING = {
     "images without pixels axes": (PHOTOS.reshape(6, -1)[:, 0], CLASSES, "neither grey"),
     "5D images": (PHOTOS[:, None, None], CLASSES, "neither grey"),
-    "complex images": (PHOTOS.astype(np.complex64), CLASSES, "complex64 cannot be classified"),
-    "object images": (PHOTOS.astype(object), CLASSES, "object cannot be classified"),
-    "text images": (PHOTOS.astype(str), CLASSES, "cannot be classified"),
+    "complex images": (PHOTOS.astype(np.complex64), CLASSES, "complex64 cannot be used"),
+    "object images": (PHOTOS.astype(object), CLASSES, "object cannot be used"),
+    "text images": (PHOTOS.astype(str), CLASSES, "cannot be used"),
     "NaN pixel": (_photos_with(np.nan, np.float32), CLASSES, "NaN or infinite"),
     "infinite pixel": (_photos_with(np.inf, np.float64), CLASSES, "NaN or infinite"),
     "fewer labels than images": (PHOTOS, CLASSES[:4], "6 images but 4 class indices"),
@@ -260,9 +260,9 @@ def test_classifier_training_refuses_bad_arrays(case, tiny_classifier_config):
 CLASSIFIER_PREDICTION = {
     "images without pixel axes": (PHOTOS.reshape(6, -1)[:, 0], "neither grey"),
     "5D images": (PHOTOS[:, None, None], "neither grey"),
-    "complex images": (PHOTOS.astype(np.complex64), "cannot be classified"),
-    "object images": (PHOTOS.astype(object), "cannot be classified"),
-    "text images": (PHOTOS.astype(str), "cannot be classified"),
+    "complex images": (PHOTOS.astype(np.complex64), "cannot be used"),
+    "object images": (PHOTOS.astype(object), "cannot be used"),
+    "text images": (PHOTOS.astype(str), "cannot be used"),
     "NaN pixel": (_photos_with(np.nan, np.float32), "NaN or infinite"),
     "image larger than memory": (HUGE_SLICE, "too large"),
 }
