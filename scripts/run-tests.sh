@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite under a virtual X display (napari needs one for its OpenGL canvas).
 # Extra arguments go to pytest. The tests that open a napari viewer (tests/widgets) run in
-# a second pytest process: TensorFlow and Mesa's OpenGL each bring an LLVM, and a process
-# that loaded TensorFlow before drawing a viewer can crash (see tests/conftest.py). Test
-# modules outside tests/widgets may import TensorFlow when collected; those inside never do.
+# a second pytest process, which meets TensorFlow as a user's napari does: loaded by the
+# plugin after the viewer exists (see tests/conftest.py). Test modules outside
+# tests/widgets may import TensorFlow when collected; those inside never do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

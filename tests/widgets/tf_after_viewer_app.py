@@ -82,6 +82,9 @@ def main(screenshot: Path) -> int:
     overlay.text = "Fine-tuned: QZXW kjv 0123456789"
     viewer.add_points([[0, 100, 100], [0, 200, 300]], size=20)
     viewer.add_shapes([[[0, 50, 50], [0, 50, 150], [0, 150, 100]]], shape_type="polygon")
+    viewer.dims.set_point(0, 0)  # the slice the points and shapes are on
+    viewer.window.show()  # the first paint
+    viewer.reset_view()
     viewer.screenshot(path=str(screenshot), canvas_only=True)
     viewer.close()
     return 0
