@@ -113,6 +113,57 @@ def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsy
     assert "Wrote" in capsys.readouterr().out
 
 
+def test_a_grey_stack_saved_as_rgb_gives_the_grey_stacks_mask(crops, model_dir, tmp_path):
+    rgb = tmp_path / "rgb.tif"
+    volume = tifffile.imread(crops["test"])
+    tifffile.imwrite(rgb, np.repeat(volume[..., np.newaxis], 3, axis=-1), photometric="rgb")
+    masks = []
+    for images in (crops["test"], rgb):
+        out = tmp_path / f"mask of {images.stem}.tif"
+        argv = ["predict", "--model", str(model_dir), "--images", str(images)]
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+        masks.append(tifffile.imread(out))
+    np.testing.assert_array_equal(masks[1], masks[0])
+
+
+@pytest.mark.parametrize(
+    ("colour", "settings", "channels"),
+    [("grey", False, 1), ("grey saved as RGB", False, 1), ("RGB", False, 3), ("RGB", True, 3)],
+)
+def test_a_new_model_takes_the_channels_of_its_images(
+    colour, settings, channels, tmp_path, monkeypatch, capsys
+):
+    from napari_dlbio.core.errors import InputDataError
+    from napari_dlbio.models import segmentation
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    data = {
+        "grey": volume,
+        "grey saved as RGB": np.repeat(volume[..., np.newaxis], 3, axis=-1),
+        "RGB": rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+    }[colour]
+    images, labels, config = tmp_path / "images.tif", tmp_path / "labels.tif", tmp_path / "c.json"
+    tifffile.imwrite(images, data, photometric="rgb" if data.ndim == 4 else "minisblack")
+    tifffile.imwrite(labels, np.where(volume > 100, 255, 0).astype(np.uint8))
+    config.write_text(json.dumps(TINY))
+    seen = []
+
+    def training(images, annotations, config, **kwargs):
+        seen.append(config.input_channels)
+        raise InputDataError("stopped by the test")
+
+    monkeypatch.setattr(segmentation, "iter_train_segmentation", training)
+    argv = ["train", "--images", str(images), "--labels", str(labels), "--label-values", ISBI]
+    argv += ["--out", str(tmp_path / "model"), *(["--config", str(config)] if settings else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "stopped by the test" in err
+    assert seen == [channels]
+    # The settings (1 channel, by default) are overruled aloud.
+    assert ("The new model takes 3 channel(s)" in err) == settings
+
+
 def run_dlbio(*argv: object) -> subprocess.CompletedProcess[str]:
     """``dlbio ARGV`` in a fresh interpreter, TensorFlow's log level left to napari-dlbio."""
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,9 @@ from napari_dlbio.core.errors import ConfigError, InputDataError
 from napari_dlbio.core.normalisation import (
     as_stack,
     check_finite,
+    fit_channels,
+    image_channels,
     normalise_percentile,
-    to_channels,
 )
 
 
@@ -42,19 +45,100 @@ def test_as_stack_rejects_other_shapes_naming_them(shape, rgb):
         as_stack(np.zeros(shape), rgb=rgb)
 
 
-def test_to_channels_conversions():
+def _colour(slices: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (slices, 3, 4, 3), dtype=np.uint8)
+
+
+def _grey_as_rgb(grey: np.ndarray, alpha: bool = False) -> np.ndarray:
+    rgb = np.repeat(grey[..., np.newaxis], 4 if alpha else 3, axis=-1)
+    if alpha:
+        rgb[..., 3] = 255
+    return rgb
+
+
+def test_channels_that_fit_are_kept_as_views():
     grey = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    rgb = to_channels(grey, 3)
-    assert rgb.shape == (2, 3, 4, 3)
-    np.testing.assert_array_equal(rgb[..., 2], grey)
-    back = to_channels(rgb, 1)
-    assert back.shape == (2, 3, 4, 1)
-    np.testing.assert_allclose(back[..., 0], grey, rtol=1e-5)
-    rgba = np.concatenate([rgb, np.full((2, 3, 4, 1), 255, np.uint8)], axis=-1)
-    np.testing.assert_array_equal(to_channels(rgba, 3), rgb)
-    assert to_channels(grey, 1).shape == (2, 3, 4, 1)
-    with pytest.raises(InputDataError, match="3 channel"):
-        to_channels(np.zeros((1, 2, 2, 2)), 3)
+    colour = _colour()
+    rgba = np.concatenate([colour, np.full((2, 3, 4, 1), 255, np.uint8)], axis=-1)
+    for stack, channels, expected in (
+        (grey, 1, grey[..., np.newaxis]),
+        (colour, 3, colour),
+        (rgba, 3, colour),
+        # A grey image saved as RGB (or RGBA) is the grey image for a grey model.
+        (_grey_as_rgb(grey), 1, grey[..., np.newaxis]),
+        (_grey_as_rgb(grey, alpha=True), 1, grey[..., np.newaxis]),
+        (_grey_as_rgb(grey), 3, _grey_as_rgb(grey)),
+    ):
+        fitted = fit_channels(stack, channels)
+        np.testing.assert_array_equal(fitted, expected)
+        assert np.shares_memory(fitted, stack)
+
+
+def test_a_grey_model_refuses_a_colour_image_naming_both():
+    for stack, image in (
+        (_colour(), "3 colour channels (RGB)"),
+        (_colour()[..., [0, 1, 2, 0]], "RGBA"),
+    ):
+        with pytest.raises(InputDataError) as caught:
+            fit_channels(stack, 1)
+        message = str(caught.value)
+        assert message.startswith("This model was trained on grey images (1 channel) but ")
+        assert image in message
+        assert "Fiji: Image > Type > 8-bit" in message
+
+
+def test_a_colour_model_refuses_a_grey_image_naming_both():
+    grey = np.zeros((2, 3, 4), np.uint8)
+    for stack in (grey, grey[..., np.newaxis]):
+        with pytest.raises(InputDataError) as caught:
+            fit_channels(stack, 3)
+        assert str(caught.value).startswith(
+            "This model was trained on colour images (3 channels, RGB) but the image is grey "
+            "(1 channel)."
+        )
+
+
+def test_one_colour_slice_is_enough_to_refuse_a_grey_model():
+    stack = _grey_as_rgb(np.zeros((3, 3, 4), np.uint8))
+    stack[2, 1, 1] = (10, 20, 30)
+    assert fit_channels(stack[:2], 1).shape == (2, 3, 4, 1)
+    with pytest.raises(InputDataError, match="3 colour channels"):
+        fit_channels(stack, 1)
+    with pytest.raises(InputDataError, match="3 colour channels"):
+        fit_channels(stack[2:], 1)
+
+
+def test_nan_pixels_are_left_to_the_nan_check_not_called_colour():
+    stack = _grey_as_rgb(np.zeros((1, 3, 4), np.float32))
+    stack[0, 1, 1] = np.nan
+    assert fit_channels(stack, 1).shape == (1, 3, 4, 1)
+    with pytest.raises(InputDataError, match="NaN"):
+        check_finite(fit_channels(stack, 1))
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels", "words"),
+    [
+        ((1, 2, 2, 2), 3, "colour images (3 channels, RGB) but the image has 2 channels"),
+        ((1, 2, 2, 5), 1, "grey images (1 channel) but the image has 5 channels"),
+        ((1, 2, 2, 3), 5, "images with 5 channels but the image has 3 colour channels"),
+    ],
+)
+def test_other_channel_counts_are_refused_naming_both(shape, channels, words):
+    with pytest.raises(InputDataError, match=re.escape(words)):
+        fit_channels(np.arange(np.prod(shape)).reshape(shape), channels)
+
+
+def test_image_channels_are_what_a_new_model_takes():
+    grey = np.zeros((2, 3, 4), np.uint8)
+    assert image_channels(grey) == 1
+    assert image_channels(_grey_as_rgb(grey)) == 1
+    assert image_channels(_grey_as_rgb(grey, alpha=True)) == 1
+    assert image_channels(_colour()) == 3
+    assert image_channels(np.zeros((2, 3, 4, 2))) == 2
+    for stack in (grey, _grey_as_rgb(grey), _colour()):
+        fit_channels(stack, image_channels(stack))
 
 
 def test_check_finite_names_the_slice():

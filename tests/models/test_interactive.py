@@ -140,3 +140,19 @@ def test_an_empty_annotation_asks_for_strokes():
                 images, np.zeros_like(truth), seconds=math.inf, steps=2
             )
         )
+
+
+def test_a_burst_refuses_images_whose_channels_do_not_fit_the_model():
+    images, truth = _bright_squares()
+    rng = np.random.default_rng(2)
+    colour = np.stack([images, rng.integers(0, 255, images.shape, np.uint8), images], axis=-1)
+    tuner = FineTuner(CONFIG, **BURSTS)  # a grey network (CONFIG takes 1 channel)
+    with pytest.raises(InputDataError, match=r"grey images \(1 channel\) but the image has 3"):
+        next(tuner.iter_burst(colour, _scribbles(truth), seconds=math.inf, steps=1))
+    # The same grey images saved as RGB are the grey images.
+    grey_rgb = np.repeat(images[..., None], 3, axis=-1)
+    events = []
+    run_to_end(
+        tuner.iter_burst(grey_rgb, _scribbles(truth), seconds=math.inf, steps=1), events.append
+    )
+    assert events[-1] == Finished(RunState.DONE)

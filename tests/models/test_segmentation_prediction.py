@@ -28,6 +28,7 @@ from napari_dlbio.models.segmentation import (
     train_segmentation,
 )
 from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.models.unet import build_unet
 
 keras = load_keras()
 
@@ -170,23 +171,89 @@ def test_the_compiled_step_is_traced_once_and_reused_across_sizes(model):
     assert _predict_step(model.model, 1).experimental_get_tracing_count() == 1
 
 
-def test_dtypes_and_channels_do_not_change_the_prediction(model):
+def test_dtypes_do_not_change_the_prediction(model):
     images, _ = _blobs(2, 64, 96)
     reference = predict_segmentation(model, images).mask
     variants = [
         images.astype(np.uint16) * 257,
         images.astype(np.float32) / 255.0,
-        np.repeat(images[..., None], 3, axis=-1),
     ]
     for variant in variants:
         assert (predict_segmentation(model, variant).mask == reference).mean() > 0.999
+
+
+def test_a_grey_image_saved_as_rgb_is_the_grey_image_to_a_grey_model(model):
+    images, _ = _blobs(2, 64, 96)
+    reference = predict_segmentation(model, images)
+    rgb = np.repeat(images[..., None], 3, axis=-1)
+    rgba = np.concatenate([rgb, np.full((*images.shape, 1), 255, np.uint8)], axis=-1)
+    for variant in (rgb, rgba, rgb[0]):
+        prediction = predict_segmentation(model, variant)
+        np.testing.assert_array_equal(prediction.mask, reference.mask[: len(prediction.mask)])
+        np.testing.assert_array_equal(
+            prediction.probabilities, reference.probabilities[: len(prediction.mask)]
+        )
+
+
+def _colour(images: np.ndarray) -> np.ndarray:
+    """A colour photo of ``images``: the blobs are green, the rest keeps its red and blue."""
+    rng = np.random.default_rng(5)
+    other = rng.integers(0, 255, images.shape, dtype=np.uint8)
+    return np.stack([other, images, 255 - other], axis=-1)
+
+
+def test_a_grey_model_refuses_a_colour_image_naming_both(model):
+    images, _ = _blobs(2, 64, 64)
+    for colour in (_colour(images), _colour(images)[0]):
+        job = iter_predict_segmentation(model, colour)
+        with pytest.raises(InputDataError) as caught:
+            next(job)  # before the first tile
+        message = str(caught.value)
+        assert "trained on grey images (1 channel)" in message
+        assert "the image has 3 colour channels (RGB)" in message
+        assert "convert the image to grey first" in message
+
+
+def test_a_colour_model_refuses_a_grey_image_naming_both():
+    config = CONFIG.replace(input_channels=3)
+    network = build_unet(config.network, config.input_channels, config.n_classes)
+    colour_model = ModelFolder(model=network, task=Task.SEGMENTATION, config=config)
+    images, _ = _blobs(1, 32, 32)
+    with pytest.raises(InputDataError) as caught:
+        predict_segmentation(colour_model, images)
+    message = str(caught.value)
+    assert "trained on colour images (3 channels, RGB)" in message
+    assert "the image is grey (1 channel)" in message
+    # The same image saved as RGB has the three channels the model takes.
+    rgb = np.repeat(images[..., None], 3, axis=-1)
+    assert predict_segmentation(colour_model, rgb).mask.shape == images.shape
+
+
+def test_a_stack_is_checked_slice_by_slice_as_it_streams(model, monkeypatch):
+    from napari_dlbio.models import segmentation
+
+    # One 32 x 32 tile per network call, so every slice is predicted before the next is read.
+    monkeypatch.setattr(segmentation, "PREDICT_PIXELS_PER_BATCH", 32 * 32)
+    images, _ = _blobs(3, 32, 32)
+    stack = np.repeat(images[..., None], 3, axis=-1)
+    stack[2] = _colour(images[2])
+    predicted = []
+
+    def on_event(event):
+        if isinstance(event, SlicePredicted):
+            predicted.append(event.index)
+
+    with pytest.raises(InputDataError, match="3 colour channels"):
+        run_to_end(iter_predict_slices(model, stack), on_event)
+    # The grey slices before the colour one were predicted; the colour one was refused.
+    assert predicted == [0, 1]
 
 
 def test_bad_images_and_models_are_refused(model):
     images, _ = _blobs(1, 32, 32)
     with pytest.raises(InputDataError, match="NaN"):
         predict_segmentation(model, np.where(images > 100, np.nan, images.astype(float)))
-    with pytest.raises(InputDataError, match="expects 1 channel"):
+    with pytest.raises(InputDataError, match=r"grey images \(1 channel\) but the image has 2"):
         predict_segmentation(model, np.zeros((1, 32, 32, 2), np.uint8))
     from napari_dlbio.core.classifier_config import ClassifierConfig
 

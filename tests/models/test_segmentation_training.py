@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -192,6 +194,24 @@ def test_fine_tuning_refuses_a_model_of_another_task():
         next(iter_train_segmentation(images, annotations, TINY, initial=classifier))
 
 
+def test_fine_tuning_refuses_images_whose_channels_do_not_fit_the_model():
+    images, annotations = _blobs()
+    rng = np.random.default_rng(1)
+    colour = np.stack([images, rng.integers(0, 255, images.shape, np.uint8), images], axis=-1)
+    grey_model = ModelFolder(model=None, task=Task.SEGMENTATION, config=TINY)
+    colour_model = ModelFolder(
+        model=None, task=Task.SEGMENTATION, config=TINY.replace(input_channels=3)
+    )
+    for model, given, words in (
+        (grey_model, colour, "grey images (1 channel) but the image has 3 colour channels"),
+        (colour_model, images, "colour images (3 channels, RGB) but the image is grey"),
+    ):
+        # The training settings say nothing of channels: the model to tune decides.
+        config = TINY.replace(input_channels=given.shape[-1] if given.ndim == 4 else 1)
+        with pytest.raises(InputDataError, match=re.escape(words)):
+            next(iter_train_segmentation(given, annotations, config, initial=model))
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -210,7 +230,7 @@ def test_bad_input_is_refused_with_a_message_naming_the_problem(change, words):
         next(iter_train_segmentation(images, annotations, TINY))
 
 
-def test_16_bit_float_and_rgb_images_are_normalised_alike():
+def test_16_bit_float_and_grey_rgb_images_are_normalised_alike():
     images, annotations = _blobs()
     reference = prepare_training_data(images, annotations, TINY).images
     as_uint16 = images.astype(np.uint16) * 257
@@ -221,8 +241,8 @@ def test_16_bit_float_and_rgb_images_are_normalised_alike():
     rgb = np.repeat(images[..., None], 3, axis=-1)
     grey_from_rgb = prepare_training_data(rgb, annotations, TINY).images
     assert grey_from_rgb.shape == (*images.shape, 1)
-    np.testing.assert_allclose(grey_from_rgb, reference, atol=1e-3)
-    colour = prepare_training_data(images, annotations, TINY.replace(input_channels=3)).images
+    np.testing.assert_array_equal(grey_from_rgb, reference)
+    colour = prepare_training_data(rgb, annotations, TINY.replace(input_channels=3)).images
     assert colour.shape == (*images.shape, 3)
 
 

@@ -41,6 +41,13 @@ def _tif(path: Path, data: np.ndarray, photometric: str = "minisblack") -> Path:
     return path
 
 
+def _colour(volume: np.ndarray, last_only: bool = False) -> np.ndarray:
+    """RGB slices of ``volume``: in colour, or grey (equal channels) but for the last."""
+    rgb = np.repeat(volume[..., np.newaxis], 3, axis=-1)
+    rgb[-1 if last_only else slice(None), ..., 0] //= 2
+    return rgb
+
+
 def _json(path: Path, data) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
@@ -63,6 +70,9 @@ def work(tmp_path, model_folders, bad_file) -> dict[str, Path]:
         "no annotation": _tif(root / "blank.tif", np.zeros_like(labels)),
         "many classes": _tif(root / "many.tif", np.full_like(labels, 9)),
         "nan images": _tif(root / "nan.tif", np.full(volume.shape, np.nan, np.float32)),
+        "colour images": _tif(root / "leaf.tif", _colour(volume), "rgb"),
+        # Grey saved as RGB, but the last slice is in colour: found as the stack streams.
+        "colour last slice": _tif(root / "rgb em.tif", _colour(volume, last_only=True), "rgb"),
         "seg model": model_folders["segmentation"],
         "cls model": model_folders["classification"],
     }
@@ -182,6 +192,10 @@ SEG_PREDICT = ["predict", "--model", "{seg model}", "--images", "{images}"]
 SEG_PREDICT += ["--out", "{root}/mask.tif", "--quiet"]
 SEG_EVALUATE = ["evaluate", "--model", "{seg model}", "--images", "{images}"]
 SEG_EVALUATE += ["--labels", "{labels}", "--label-values", ISBI, "--json"]
+GREY_MODEL_COLOUR_IMAGE = re.escape(
+    "This model was trained on grey images (1 channel) but the image has 3 colour channels "
+    "(RGB). Use a model trained on colour images, or convert the image to grey first"
+)
 CLS_TRAIN = ["train", "--task", "classify", "--images", "{leaves}"]
 CLS_TRAIN += ["--config", "{cnn settings}", "--out", "{root}/new model", "--quiet"]
 CLS_PREDICT = ["predict", "--model", "{cls model}", "--images", "{leaves}"]
@@ -258,6 +272,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train: negative budget": (_with(SEG_TRAIN, time_budget="-5"), "time budget"),
     "train: broken model to tune": (_with(SEG_TRAIN, **{"from": "{empty model file}"}), "Keras"),
     "train: classifier to tune": (_with(SEG_TRAIN, **{"from": "{cls model}"}), "classification"),
+    "train: colour images, grey model to tune": (
+        _with(SEG_TRAIN, images="{colour images}", **{"from": "{seg model}"}),
+        GREY_MODEL_COLOUR_IMAGE,
+    ),
     # segmentation prediction
     "predict: missing model": (_with(SEG_PREDICT, model="{missing}"), "not a napari-dlbio"),
     "predict: model without config": (_with(SEG_PREDICT, model="{no config}"), "config.json"),
@@ -278,6 +296,10 @@ CASES: dict[str, tuple[list[str], str]] = {
         [*_with(SEG_PREDICT, images="{images}"), "--images", "{images}", "{narrow labels}"],
         "different sizes",
     ),
+    "predict: colour images, grey model": (
+        _with(SEG_PREDICT, images="{colour images}", probabilities="{root}/p.tif"),
+        GREY_MODEL_COLOUR_IMAGE,
+    ),
     "predict: mask exists": (_with(SEG_PREDICT, out="{taken}"), "already exists"),
     "predict: probabilities exist": (
         _with(SEG_PREDICT, probabilities="{taken}"),
@@ -293,6 +315,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "evaluate: huge images": (_with(SEG_EVALUATE, images="{huge tif, 1000 pages}"), "memory"),
     "evaluate: colour labels": (_with(SEG_EVALUATE, labels="{colour labels}"), "colour"),
+    "evaluate: colour images, grey model": (
+        _with(SEG_EVALUATE, images="{colour images}"),
+        GREY_MODEL_COLOUR_IMAGE,
+    ),
     # classification training
     "classify: missing folder": (_with(CLS_TRAIN, images="{missing}"), "is not a folder"),
     "classify: a file": (_with(CLS_TRAIN, images="{images}"), "is not a folder"),
@@ -386,6 +412,32 @@ def test_segmentation_training_checks_the_output_folder_before_training(
     before = tree(work["root"])
     assert main(_fill(_with(SEG_TRAIN, out="{occupied}"), work)) == 2
     assert "not a napari-dlbio model folder" in capsys.readouterr().err
+    assert tree(work["root"]) == before
+
+
+def test_a_colour_slice_found_while_streaming_leaves_no_file(work, tree, capsys, monkeypatch):
+    from napari_dlbio.cli import segmentation as cli
+    from napari_dlbio.models import segmentation
+
+    # One tile per network call: the grey slices are written before the colour one is read.
+    monkeypatch.setattr(segmentation, "PREDICT_PIXELS_PER_BATCH", 1)
+    pages = []
+    mask_of = cli.mask_from_probabilities
+
+    def masking(probabilities, min_region_pixels):
+        pages.append(probabilities.shape)
+        return mask_of(probabilities, min_region_pixels)
+
+    monkeypatch.setattr(cli, "mask_from_probabilities", masking)
+    before = tree(work["root"])
+    argv = _with(SEG_PREDICT, images="{colour last slice}", probabilities="{root}/p.tif")
+
+    code = main(_fill(argv, work))
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(GREY_MODEL_COLOUR_IMAGE, err), err
+    assert len(pages) == 2  # slices 0 and 1 went to the files, which are gone
     assert tree(work["root"]) == before
 
 

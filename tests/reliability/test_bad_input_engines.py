@@ -45,7 +45,11 @@ SEGMENTATION_TRAINING = {
     "-infinite pixel": (_with(IMAGES, -np.inf, np.float16), ANNOTATION, "NaN or infinite"),
     "narrower annotation": (IMAGES, ANNOTATION[:, :, :32], "shape"),
     "more annotated slices": (IMAGES, np.concatenate([ANNOTATION] * 2), "shape"),
-    "5 channels": (np.stack([IMAGES] * 5, axis=-1), ANNOTATION, "expects 1 channel"),
+    "5 channels": (
+        np.stack([IMAGES] * 5, axis=-1),
+        ANNOTATION,
+        r"grey images \(1 channel\) but the image has 5 channels",
+    ),
     "nothing annotated": (IMAGES, np.zeros_like(ANNOTATION), "Nothing is annotated"),
     "no slices": (IMAGES[:0], ANNOTATION[:0], "Nothing is annotated|empty"),
     "float annotation": (IMAGES, ANNOTATION.astype(np.float32), "whole numbers"),
@@ -127,7 +131,10 @@ SEGMENTATION_PREDICTION = {
     "infinite pixel": (_with(IMAGES, np.inf, np.float32), "NaN or infinite"),
     "no slices": (IMAGES[:0], "empty"),
     "no rows": (IMAGES[:, :0], "empty"),
-    "5 channels": (np.stack([IMAGES] * 5, axis=-1), "expects 1 channel"),
+    "5 channels": (
+        np.stack([IMAGES] * 5, axis=-1),
+        r"grey images \(1 channel\) but the image has 5 channels",
+    ),
 }
 
 

@@ -42,6 +42,7 @@ from napari_dlbio.core.io import (
 )
 from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
 from napari_dlbio.core.masks import mask_from_probabilities
+from napari_dlbio.core.normalisation import image_channels
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 if TYPE_CHECKING:
@@ -65,6 +66,18 @@ def train(args: argparse.Namespace) -> int:
     annotations = _read_annotations(args.labels, args.label_values, config.class_names, printer)
     _check_labels_fit(stack, annotations)
     images = stack.data
+    if initial is None:
+        # Only a trained model has channels that images must fit: a new network is built
+        # for the images it learns from (grey, or colour), whatever the settings say.
+        channels = image_channels(images)
+        if args.config and channels != config.input_channels:
+            printer(
+                Notice(
+                    f"The new model takes {channels} channel(s), as the images have (grey "
+                    f"saved as RGB counts as 1), not the {config.input_channels} of {args.config}."
+                )
+            )
+        config = config.replace(input_channels=channels)
     cancel = CancelToken()
     checkpoints = out.parent / f".{out.name}.checkpoints"
     with cancel_on_interrupt(cancel):

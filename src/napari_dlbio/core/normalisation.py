@@ -3,7 +3,8 @@
 Percentile normalisation maps the ``low`` percentile of each slice to 0 and the ``high``
 percentile to 1, as CSBDeep does, so that uint8, uint16 and float images of different
 exposure look alike to the network.  Stacks are handled slice by slice so that the only full
-size allocation is the float32 result.
+size allocation is the float32 result.  Channels are never converted between grey and
+colour: :func:`fit_channels` refuses an image whose channels the model was not trained on.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import math
 import numpy as np
 
 from napari_dlbio.core.errors import ConfigError, InputDataError
-
-# Luminance weights of ITU-R BT.709, the same as skimage.color.rgb2gray.
-_LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
 # Percentiles are estimated on at most this many pixels (a strided subsample beyond it):
 # accurate to well under 1% of the range, and fast on 10k x 10k slices.
@@ -69,52 +67,108 @@ def as_stack(image: np.ndarray, rgb: bool | None = None) -> tuple[np.ndarray, st
     )
 
 
-def to_channels(stack: np.ndarray, channels: int) -> np.ndarray:
-    """Give a ZYX or ZYXC stack the number of channels a model expects.
+def fit_channels(stack: np.ndarray, channels: int) -> np.ndarray:
+    """Give a ZYX or ZYXC stack the channels of a model, refusing images that do not fit.
 
-    Grey becomes RGB by repetition, RGB becomes grey by luminance, and RGBA loses its
-    alpha channel.
+    A model only sees images of the kind it was trained on: a colour image is never made
+    grey for a grey model (a grey EM model would paint membranes on a leaf photo), nor a
+    grey one repeated into colour for a colour model.  Two changes lose nothing and are
+    made: an alpha channel is dropped (RGBA to RGB), and for a grey model an RGB image
+    whose three channels are equal in every slice (a grey image saved as RGB, as some EM
+    TIFFs are) is read as the grey image it is.
+
+    Slices are read one at a time, so memory-mapped or dask stacks are never loaded whole;
+    to check a stack too large to read twice, call this with its first slice
+    (``stack[:1]``) before the work and with each slice as the work reads it.
+
+    Parameters
+    ----------
+    stack : np.ndarray
+        (Z, Y, X) or (Z, Y, X, C), any dtype.
+    channels : int
+        The model's input channels.
+
+    Returns
+    -------
+    np.ndarray
+        (Z, Y, X, channels), a view of ``stack`` (nothing is copied or converted).
+
+    Raises
+    ------
+    InputDataError
+        When the image's channels are not those of the model, naming both.
+    """
+    shape = np.shape(stack)
+    if len(shape) not in (3, 4):
+        raise InputDataError(f"Expected a (Z, Y, X[, C]) stack, got shape {shape}.")
+    view = stack[..., np.newaxis] if len(shape) == 3 else stack
+    have = view.shape[-1]
+    if have == 4 and channels in (1, 3):
+        view = view[..., :3]
+    if view.shape[-1] == channels:
+        return view
+    if channels == 1 and view.shape[-1] == 3 and _is_grey(view):
+        return view[..., :1]
+    raise InputDataError(_channel_mismatch(channels, have))
+
+
+def image_channels(stack: np.ndarray) -> int:
+    """The input channels of a model made for a ZYX or ZYXC stack.
+
+    1 for grey images and for RGB(A) images whose colour channels are equal in every
+    slice (grey saved as RGB), 3 for other RGB(A) images (alpha is not used), else the
+    stack's channel count.  Slices are read one at a time.
 
     Parameters
     ----------
     stack : np.ndarray
         (Z, Y, X) or (Z, Y, X, C).
-    channels : int
-        1 or 3 (or the stack's own number of channels).
 
     Returns
     -------
-    np.ndarray
-        (Z, Y, X, channels); float32 when converted to grey by luminance, else the
-        input dtype.
-
-    Raises
-    ------
-    InputDataError
-        When the channels cannot be converted.
+    int
+        What :func:`fit_channels` accepts the stack for without complaint.
     """
-    stack = np.asarray(stack)
-    if stack.ndim == 3:
-        stack = stack[..., np.newaxis]
-    if stack.ndim != 4:
-        raise InputDataError(f"Expected a (Z, Y, X[, C]) stack, got shape {stack.shape}.")
-    have = stack.shape[-1]
-    if have == 4 and channels in (1, 3):
-        stack = stack[..., :3]
-        have = 3
-    if have == channels:
-        return stack
-    if have == 1 and channels == 3:
-        return np.repeat(stack, 3, axis=-1)
-    if have == 3 and channels == 1:
-        grey = np.empty((*stack.shape[:3], 1), dtype=np.float32)
-        for z in range(stack.shape[0]):
-            grey[z, ..., 0] = stack[z].astype(np.float32, copy=False) @ _LUMINANCE
-        return grey
-    raise InputDataError(
-        f"The model expects {channels} channel(s) but the image has {have}; use an image "
-        "with the channels the model was trained on."
-    )
+    shape = np.shape(stack)
+    have = shape[-1] if len(shape) == 4 else 1
+    if have not in (3, 4):
+        return have
+    return 1 if _is_grey(stack) else 3
+
+
+def _is_grey(stack: np.ndarray) -> bool:
+    """Whether the red, green and blue of every slice of a (Z, Y, X, C >= 3) stack agree."""
+    for z in range(np.shape(stack)[0]):
+        plane = np.asarray(stack[z])
+        # NaN pixels are reported by the NaN check, not as colour.
+        equal_nan = bool(np.issubdtype(plane.dtype, np.inexact))
+        red = plane[..., 0]
+        for c in (1, 2):
+            if not np.array_equal(red, plane[..., c], equal_nan=equal_nan):
+                return False
+    return True
+
+
+def _channel_mismatch(model: int, image: int) -> str:
+    """The message for a model of ``model`` input channels given an image of ``image``."""
+    kinds = {1: "grey images (1 channel)", 3: "colour images (3 channels, RGB)"}
+    trained = kinds.get(model, f"images with {model} channels")
+    has = {
+        1: "the image is grey (1 channel)",
+        3: "the image has 3 colour channels (RGB)",
+        4: "the image has 3 colour channels and transparency (RGBA)",
+    }.get(image, f"the image has {image} channels")
+    if model == 1 and image in (3, 4):
+        advice = (
+            "Use a model trained on colour images, or convert the image to grey first "
+            "(Fiji: Image > Type > 8-bit; napari: right-click the layer > Split RGB and keep "
+            "one channel)."
+        )
+    elif model == 3 and image == 1:
+        advice = "Use a model trained on grey images, or train one on these images."
+    else:
+        advice = f"Use a model trained on images like this one, or give it {trained}."
+    return f"This model was trained on {trained} but {has}. {advice}"
 
 
 def check_finite(image: np.ndarray, name: str = "image") -> None:

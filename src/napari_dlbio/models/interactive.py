@@ -157,7 +157,9 @@ class FineTuner:
         Raises
         ------
         InputDataError
-            For images and annotations that do not match or hold no annotated pixel.
+            For images and annotations that do not match or hold no annotated pixel, or
+            images whose channels do not fit the model (see
+            :func:`~napari_dlbio.core.normalisation.fit_channels`).
         """
         config = self.config
         annotations = np.asarray(annotations)

@@ -35,7 +35,7 @@ from napari_dlbio.core.io import physical_memory_bytes
 from napari_dlbio.core.labels import check_annotation_values, classes_from_annotation
 from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.metrics import segmentation_report
-from napari_dlbio.core.normalisation import check_finite, normalise_percentile
+from napari_dlbio.core.normalisation import check_finite, fit_channels, normalise_percentile
 from napari_dlbio.core.patches import class_pixel_counts
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.core.tiling import (
@@ -50,7 +50,7 @@ from napari_dlbio.models.distribute import choose_strategy, worker_index
 from napari_dlbio.models.losses import MaskedIoU, MaskedSegmentationLoss, class_probabilities
 from napari_dlbio.models.segmentation_data import (
     TrainingData,
-    as_model_stack,
+    as_image_stack,
     prepare_training_data,
     training_batches,
     training_dataset,
@@ -135,7 +135,9 @@ def iter_train_segmentation(
     Raises
     ------
     InputDataError
-        For images and annotations that cannot train (see :func:`prepare_training_data`).
+        For images and annotations that cannot train (see :func:`prepare_training_data`),
+        among them images whose channels do not fit ``config.input_channels`` (when
+        fine-tuning, the model's: a grey model is not fine-tuned on colour images).
     ModelFolderError
         When ``initial`` is not a segmentation model.
     """
@@ -355,7 +357,9 @@ def iter_predict_segmentation(
     Raises
     ------
     InputDataError
-        For images the model cannot read (rank, dtype, channels, NaN / infinite pixels).
+        For images the model cannot read (rank, dtype, NaN / infinite pixels, channels
+        that do not fit the model: a grey model refuses colour images and a colour model
+        grey ones; an RGB image whose channels are equal is grey, and alpha is dropped).
     ModelFolderError
         When ``model`` is not a segmentation model.
     """
@@ -426,12 +430,22 @@ def iter_predict_slices(
     Raises
     ------
     InputDataError
-        For images the model cannot read (rank, dtype, channels, NaN / infinite pixels).
+        For images the model cannot read (rank, dtype, NaN / infinite pixels, channels
+        that do not fit the model: see
+        :func:`~napari_dlbio.core.normalisation.fit_channels`).  The channels of the
+        first slice are checked before any work, those of the others as they are read.
     ModelFolderError
         When ``model`` is not a segmentation model.
     """
     config = _segmentation_config(model)
-    stack = images if normalised else as_model_stack(images, config)
+    channels = config.input_channels
+    if normalised:
+        stack = images
+    else:
+        stack = as_image_stack(images)
+        # The first slice now, to refuse an image of the wrong kind before any work; each
+        # slice again as it is read, so a huge stack is not read twice.
+        fit_channels(stack[:1], channels)
     n_slices, height, width = stack.shape[:3]
     multiple = config.network.size_multiple
     if n_slices == 0 or height == 0 or width == 0:
@@ -443,17 +457,18 @@ def iter_predict_slices(
     tile_w = windows[0][1].stop - windows[0][1].start
     weights = blending_window(config.tile_size, config.tile_overlap)[:tile_h, :tile_w]
     batch = max(1, PREDICT_PIXELS_PER_BATCH // (tile_h * tile_w))
-    step = _predict_step(model.model, config.input_channels)
+    step = _predict_step(model.model, channels)
     n_classes = config.n_classes
     total = n_slices * len(windows)
     pending: list[tuple[int, tuple[slice, slice]]] = []
-    tiles = np.empty((batch, tile_h, tile_w, config.input_channels), dtype=np.float32)
+    tiles = np.empty((batch, tile_h, tile_w, channels), dtype=np.float32)
     chunk = batch  # tiles per network call; halved when the device runs out of memory
     stitchers: dict[int, Stitcher] = {}
     done = 0
     for z in range(n_slices):
         plane = np.asarray(stack[z : z + 1])
         if not normalised:
+            plane = fit_channels(plane, channels)
             check_finite(plane, "image")
             plane = normalise_percentile(plane, config.normalise_low, config.normalise_high)
         plane, _ = pad_to_multiple(plane[0], multiple)

@@ -1,6 +1,6 @@
 """The segmentation data pipeline: checked, normalised stacks and tf.data patch streams.
 
-Images of any dtype and channel count are brought into the network's form (float32
+Images of any dtype with the model's channels are brought into the network's form (float32
 ``(Z, Y, X, C)``, percentile-normalised per slice) by :func:`prepare_images`, which prediction
 uses too, so training and prediction always see images the same way.  Training patches are
 drawn by :class:`~napari_dlbio.core.patches.PatchSampler` (centred on annotated pixels,
@@ -21,8 +21,8 @@ from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.normalisation import (
     as_stack,
     check_finite,
+    fit_channels,
     normalise_percentile,
-    to_channels,
 )
 from napari_dlbio.core.patches import (
     PatchSampler,
@@ -88,7 +88,8 @@ def prepare_images(images: np.ndarray, config: SegmentationConfig) -> np.ndarray
     ----------
     images
         (Y, X), (Y, X, C), (Z, Y, X) or (Z, Y, X, C) of any real dtype (uint8, uint16,
-        float ...); greyscale and RGB are converted to the model's channel count.
+        float ...) with the model's channels (see
+        :func:`~napari_dlbio.core.normalisation.fit_channels`).
     config
         Gives the input channels and the normalisation percentiles.
 
@@ -101,7 +102,7 @@ def prepare_images(images: np.ndarray, config: SegmentationConfig) -> np.ndarray
     ------
     InputDataError
         For images of the wrong rank or dtype, NaN / infinite pixels, or channels that
-        cannot be converted.
+        do not fit the model.
     """
     stack = as_model_stack(images, config)
     check_finite(stack, "image")
@@ -111,10 +112,24 @@ def prepare_images(images: np.ndarray, config: SegmentationConfig) -> np.ndarray
 def as_model_stack(images: np.ndarray, config: SegmentationConfig) -> np.ndarray:
     """View images as a (Z, Y, X, C) stack with the model's channels (not normalised).
 
+    Every slice's channels are checked (see
+    :func:`~napari_dlbio.core.normalisation.fit_channels`).
+
     Raises
     ------
     InputDataError
-        For images of the wrong rank or dtype, or channels that cannot be converted.
+        For images of the wrong rank or dtype, or channels that do not fit the model.
+    """
+    return fit_channels(as_image_stack(images), config.input_channels)
+
+
+def as_image_stack(images: np.ndarray) -> np.ndarray:
+    """View images as a (Z, Y, X) or (Z, Y, X, C) stack, channels as they are.
+
+    Raises
+    ------
+    InputDataError
+        For images of the wrong rank or dtype.
     """
     dtype = np.dtype(getattr(images, "dtype", np.float64))
     if dtype.kind not in "buif":
@@ -125,7 +140,7 @@ def as_model_stack(images: np.ndarray, config: SegmentationConfig) -> np.ndarray
     # A 3D array with 3 or 4 values last is read as one colour image: no real stack of
     # slices is 3 or 4 pixels wide.
     stack, _axes = as_stack(images)
-    return to_channels(stack, config.input_channels)
+    return stack
 
 
 def prepare_training_data(
