@@ -79,7 +79,7 @@ def segmentation_shots(folder: Path) -> list[Path]:
     viewer = napari.Viewer(title="napari-dlbio")
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-dlbio", "isbi2012")
-    image, annotation = viewer.layers["ISBI 2012 EM"], viewer.layers["membrane annotations"]
+    image, annotation = viewer.layers["ISBI 2012 EM"], viewer.layers["ISBI 2012 ground truth"]
     shots = []
 
     annotation.visible = False  # show the new, sparse annotation on the bare EM image

@@ -32,7 +32,8 @@ ANNOTATION, PREDICTION, PROBABILITY, UNCERTAINTY, GRAD_CAM = (
     "grad-cam",
 )
 
-_BACKGROUND_COLOUR = "#8c8c8c"
+# Background strokes must stand out on grey EM: a grey one changed the brightness by 18/255.
+_BACKGROUND_COLOUR = "#2a6cff"
 _CLASS_COLOURS = (
     "#ffb000",
     "#00c2ff",
@@ -42,7 +43,7 @@ _CLASS_COLOURS = (
     "#ff6f00",
     "#00e0a1",
     "#f5e663",
-    "#4b7bff",
+    "#b07a3c",
     "#ff9ecf",
 )
 

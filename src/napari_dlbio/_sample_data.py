@@ -27,7 +27,7 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def make_isbi_sample() -> list[LayerData]:
-    """Five ISBI 2012 EM sections and their membrane annotations.
+    """Five ISBI 2012 EM sections and their membrane ground truth.
 
     Returns
     -------
@@ -48,7 +48,7 @@ def make_isbi_sample() -> list[LayerData]:
     }
     return [
         (image, {"name": "ISBI 2012 EM", "metadata": image_meta}, "image"),
-        (annotations, {"name": "membrane annotations", "metadata": label_meta}, "labels"),
+        (annotations, {"name": "ISBI 2012 ground truth", "metadata": label_meta}, "labels"),
     ]
 
 

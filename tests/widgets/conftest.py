@@ -20,7 +20,7 @@ def viewer(make_napari_viewer: Callable[..., Any]) -> Any:
 
 @pytest.fixture
 def isbi(viewer: Any) -> tuple[Layer, Layer]:
-    """The ISBI sample in the viewer: (image, membrane annotations)."""
+    """The ISBI sample in the viewer: (image, membrane ground truth)."""
     image, labels = (viewer.add_layer(Layer.create(*data)) for data in make_isbi_sample())
     return image, labels
 

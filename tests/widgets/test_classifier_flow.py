@@ -9,6 +9,7 @@ import pytest
 
 from napari_dlbio._widgets.predict_widget import PREDICTIONS_KEY, WHOLE_STACK, PredictWidget
 from napari_dlbio._widgets.train_widget import TrainWidget
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 
 pytestmark = pytest.mark.gui
@@ -31,7 +32,8 @@ def test_classifier_train_predict_and_grad_cam(viewer, leaves, shown_errors, fin
     finish(train)
     assert shown_errors() == []
     assert train.job.state is RunState.DONE
-    assert train.session.model.config.class_names == tuple(leaves.metadata["class_names"])
+    classifier = train.session.current(Task.CLASSIFICATION)
+    assert classifier.config.class_names == tuple(leaves.metadata["class_names"])
     assert train.plot.score_name == "val accuracy"
 
     predict.image_combo.select(leaves)
@@ -76,8 +78,8 @@ def test_a_segmentation_model_on_leaves_is_refused_with_what_to_do(
     predict = PredictWidget(viewer)
     predict.image_combo.select(leaves)
     predict.predict_button.click()
-    finish(predict)
-    assert predict.job.state is RunState.FAILED
-    assert any("segmentation model" in text for text in shown_errors())
+    # The session keeps one current model per task: the U-Net is not a classifier.
+    assert predict.job is None
+    assert any("no classifier yet" in text for text in shown_errors())
     assert predict.predict_button.isEnabled()
     assert [layer.name for layer in viewer.layers] == layers_before

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dlbio._widgets._common import render_glyphs_in_turns, show_canvas_text
 from napari_dlbio._widgets._metrics_panel import AS_MASK
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.predict_widget import CURRENT_SLICE, WHOLE_STACK, PredictWidget
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 
 def _widget(viewer, image, model) -> PredictWidget:
-    session_for(viewer).set_model(model)
+    session_for(viewer).add(model, "test model")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image_combo.select(image)
@@ -53,24 +52,6 @@ def test_current_slice_prediction_sits_on_that_slice_with_its_scores(
     finish(widget)
     assert len(viewer.layers) == count
     assert viewer.layers["ISBI 2012 EM mask"].metadata["slice"] == 2
-
-
-def test_canvas_text_characters_are_rendered_one_per_turn_and_once(viewer) -> None:
-    # napari renders each new character on the CPU (~10 ms): a first line of metrics drawn
-    # at once froze the window for 300-500 ms.  This reads napari's private font: if it
-    # fails, napari moved it and render_glyphs_in_turns silently does nothing.
-    info = viewer.window._qt_viewer.canvas._font_info
-    font = info.font_manager.get_font(info.face)
-    text = "slice 7: membrane IoU 0.734 Dice 0.846"
-    turns = list(render_glyphs_in_turns(viewer, text))
-    assert len(turns) >= len(set(text))
-    assert set(text) <= set(font._glyphs)
-    assert list(render_glyphs_in_turns(viewer, text)) == []
-    # Drawing the text renders nothing more (vispy also measures a few other characters).
-    rendered = set(font._glyphs)
-    show_canvas_text(viewer, text)
-    viewer.window._qt_viewer.canvas._scene_canvas.render()
-    assert set(font._glyphs) == rendered
 
 
 def test_evaluating_against_a_ground_truth_mask(viewer, isbi, tiny_unet, finish) -> None:

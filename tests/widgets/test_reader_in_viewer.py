@@ -14,7 +14,7 @@ PLUGIN = "napari-dlbio"
 def test_viewer_opens_data_and_survives_bad_input(make_napari_viewer, tmp_path: Path) -> None:
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "isbi2012")
-    assert [layer.name for layer in viewer.layers] == ["ISBI 2012 EM", "membrane annotations"]
+    assert [layer.name for layer in viewer.layers] == ["ISBI 2012 EM", "ISBI 2012 ground truth"]
     assert type(viewer.layers[1]).__name__ == "Labels"
 
     broken = tmp_path / "broken stack.tif"

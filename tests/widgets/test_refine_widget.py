@@ -12,6 +12,7 @@ from skimage.measure import label
 from napari_dlbio._layers import Placement, prediction_layers
 from napari_dlbio._widgets._common import current_index
 from napari_dlbio._widgets.refine_widget import WHOLE_STACK, RefineWidget
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
 
@@ -169,12 +170,12 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     assert set(np.unique(mask.data)) <= {0, 1}
     assert widget.prediction_combo.layer() is mask
     assert "membrane: IoU" in widget.agreement_label.text()
-    assert widget.session.model.config.class_names == tuple(NAMES)
+    assert widget.session.current(Task.SEGMENTATION).config.class_names == tuple(NAMES)
     assert viewer.layers.selection.active is annotation
     assert widget.fine_tune_button.isEnabled()
     assert not widget.stop_button.isEnabled()
 
-    tuner, first_model = widget.slot.tuner, widget.session.model
+    tuner, first_model = widget.slot.tuner, widget.session.current(Task.SEGMENTATION)
     seen = mask.data[0].copy()
     rows, cols = np.nonzero(np.ones((4, 512), bool))
     annotation.data_setitem((np.zeros_like(rows), rows + 200, cols), 1)  # a correction
@@ -187,8 +188,9 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     finish(widget)
     assert widget.job.state is RunState.DONE
     assert widget.slot.tuner is tuner  # the compiled network was kept
-    assert widget.session.model is not first_model
-    assert widget.session.model.config.min_region_pixels == 60  # kept with the model
+    assert widget.session.current(Task.SEGMENTATION) is not first_model
+    tuned = widget.session.current(Task.SEGMENTATION)
+    assert tuned.config.min_region_pixels == 60  # kept with the model
     sizes = np.bincount(label(mask.data[0], connectivity=1).ravel())[1:]
     assert np.all(sizes >= 60)
     np.testing.assert_array_equal(widget.slot.baseline[1], annotation.data)
@@ -200,9 +202,13 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
 def test_the_speck_setting_shows_the_current_models(viewer) -> None:
     widget = _widget(viewer)
     assert widget.specks_spin.value() == 0
-    widget.session.set_model(SimpleNamespace(config=TINY.replace(min_region_pixels=25)))
+    segmentation = SimpleNamespace(
+        config=TINY.replace(min_region_pixels=25), task=Task.SEGMENTATION, path=None
+    )
+    widget.session.add(segmentation, "test")
     assert widget.specks_spin.value() == 25
-    widget.session.set_model(SimpleNamespace(config=object()))  # a classifier: no such setting
+    classifier = SimpleNamespace(config=object(), task=Task.CLASSIFICATION, path=None)
+    widget.session.add(classifier, "test")  # no such setting, and another task's model
     assert widget.specks_spin.value() == 25
 
 
@@ -225,7 +231,7 @@ def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
     assert widget.job.state is RunState.CANCELLED
     np.testing.assert_array_equal(annotation.data, painted)
     assert [layer.name for layer in viewer.layers] == names
-    assert widget.session.model is None
+    assert widget.session.current(Task.SEGMENTATION) is None
     assert widget.fine_tune_button.isEnabled()
     assert not widget.stop_button.isEnabled()
     assert "Stopped" in widget.status_label.text()

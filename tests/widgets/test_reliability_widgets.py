@@ -87,7 +87,7 @@ def test_a_training_process_killed_midway_changes_nothing(
     assert not widget.stop_button.isEnabled()
     assert widget.segmentation_form.isEnabled()
     assert "failed" in widget.status_label.text()
-    assert widget.session.model is None
+    assert widget.session.current(Task.SEGMENTATION) is None
     assert _state(viewer) == before
 
 
@@ -104,7 +104,7 @@ def test_a_prediction_job_that_fails_midway_adds_no_layer(
     monkeypatch.setattr(
         _engine(viewer, "segmentation"), "iter_predict_segmentation", failing_prediction
     )
-    session_for(viewer).set_model(_fake_model())
+    session_for(viewer).add(_fake_model(), "test model")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image_combo.select(image)
@@ -191,9 +191,9 @@ def test_a_failed_model_export_keeps_the_previous_model_folder(
     previous.mkdir()
     (previous / "config.json").write_text('{"task": "segmentation"}')
     (previous / "model.keras").write_bytes(b"precious weights")
-    session_for(viewer).set_model(_fake_model())
+    session_for(viewer).add(_fake_model(), "test model")
 
-    widget.model_path.setText(str(previous))
+    widget.model_path.setText(str(folder / "new model"))
     widget.model_button.click()
     finish(widget)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_dlbio._widgets.train_widget import FOLDER, NEW, TrainWidget
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 
 pytestmark = pytest.mark.gui
@@ -51,7 +52,7 @@ def test_stop_keeps_best_weights_and_the_widget_trains_again(
     assert len(widget.plot.series["loss"]) < 500
     assert widget.outcome is not None
     assert widget.outcome.fit.best_epoch is not None
-    assert widget.session.model is widget.outcome.model
+    assert widget.session.current(Task.SEGMENTATION) is widget.outcome.model
     assert widget.train_button.isEnabled()
     assert not widget.stop_button.isEnabled()
     assert widget.segmentation_form.isEnabled()
@@ -78,7 +79,7 @@ def test_a_missing_model_folder_is_reported_and_nothing_changes(
     assert widget.job.state is RunState.FAILED
     assert any("no-such-model" in text for text in shown_errors())
     assert widget.train_button.isEnabled()
-    assert widget.session.model is None
+    assert widget.session.current(Task.SEGMENTATION) is None
     np.testing.assert_array_equal(annotation.data, painted)
     widget.start_combo.setCurrentText(NEW)
     assert widget.segmentation_form.fields["network.depth"].isEnabled()

@@ -48,7 +48,7 @@ def main(screenshot: Path) -> int:
     }
     # Docking Train / Predict starts importing TensorFlow in the background: after Mesa's
     # LLVM has loaded, which is the order that crashed without RTLD_DEEPBIND.
-    image, annotation = viewer.layers["ISBI 2012 EM"], viewer.layers["membrane annotations"]
+    image, annotation = viewer.layers["ISBI 2012 EM"], viewer.layers["ISBI 2012 ground truth"]
 
     train = docked["Train"]
     train.image_combo.select(image)

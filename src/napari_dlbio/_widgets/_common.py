@@ -21,7 +21,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlbio._layers import ROLE_KEY, LayerData, Placement
+from napari_dlbio._layers import ANNOTATION, ROLE_KEY, LayerData, Placement
+
+#: Added to the name of a one-slice result shown next to a whole-stack result.
+SLICE_SUFFIX = "(slice)"
 
 
 def connect_while_alive(emitter: Any, callback: Callable[..., Any], widget: QObject) -> None:
@@ -48,13 +51,26 @@ class LayerCombo(QComboBox):
         The napari viewer.
     layer_type
         ``napari.layers.Image`` or ``napari.layers.Labels``.
+    prefer
+        Layers to choose by default (the newest one), e.g. the user's own annotation rather
+        than a ground truth that came with the sample, until the user picks a layer.
     """
 
-    def __init__(self, viewer: Any, layer_type: type[Layer], parent: QWidget | None = None):
+    def __init__(
+        self,
+        viewer: Any,
+        layer_type: type[Layer],
+        parent: QWidget | None = None,
+        *,
+        prefer: Callable[[Layer], bool] | None = None,
+    ):
         super().__init__(parent)
         self._viewer = viewer
         self._type = layer_type
+        self._prefer = prefer
+        self._picked = False
         self._renamable: weakref.WeakSet[Layer] = weakref.WeakSet()
+        self.activated.connect(self._picked_by_user)
         events = viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             connect_while_alive(event, self.refresh, self)
@@ -63,18 +79,23 @@ class LayerCombo(QComboBox):
     def refresh(self, *_: Any) -> None:
         """Re-list the layers, keeping the current choice when it still exists."""
         current = self.currentText()
-        names = [layer.name for layer in self._viewer.layers if isinstance(layer, self._type)]
-        for layer in self._viewer.layers:
-            if isinstance(layer, self._type) and layer not in self._renamable:
+        layers = [layer for layer in self._viewer.layers if isinstance(layer, self._type)]
+        names = [layer.name for layer in layers]
+        for layer in layers:
+            if layer not in self._renamable:
                 connect_while_alive(layer.events.name, self.refresh, self)
                 self._renamable.add(layer)
+        choice = current if current in names else None
+        preferred = [layer.name for layer in layers if self._prefer and self._prefer(layer)]
+        if preferred and not self._picked:
+            choice = preferred[-1]
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
+        if choice is not None:
+            self.setCurrentText(choice)
         self.blockSignals(False)
-        if current not in names:
+        if self.currentText() != current:
             self.currentIndexChanged.emit(self.currentIndex())
 
     def layer(self) -> Layer | None:
@@ -85,8 +106,17 @@ class LayerCombo(QComboBox):
         return None
 
     def select(self, layer: Layer) -> None:
-        """Choose ``layer``."""
+        """Choose ``layer`` (as if the user had picked it)."""
+        self._picked = True
         self.setCurrentText(layer.name)
+
+    def _picked_by_user(self, *_: Any) -> None:
+        self._picked = True
+
+
+def has_role(*roles: str) -> Callable[[Layer], bool]:
+    """A ``prefer`` test of :class:`LayerCombo`: layers the plugin made in one of ``roles``."""
+    return lambda layer: layer.metadata.get(ROLE_KEY) in roles
 
 
 class PathEdit(QWidget):
@@ -222,30 +252,6 @@ def show_canvas_text(viewer: Any, text: str) -> None:
     overlay.visible = True
 
 
-# vispy's text visual also measures these for its vertical alignment whatever the text.
-_ALIGNMENT_CHARACTERS = "ÅÉÑŐjgpqy"
-
-
-def render_glyphs_in_turns(viewer: Any, text: str) -> Iterator[None]:
-    """Render the characters of ``text`` that the canvas has not drawn yet, one per yield.
-
-    napari renders a character of canvas text on the CPU the first time it draws it
-    (~10 ms each here), so a first line of metrics froze the window for 300-500 ms; a
-    job's ``on_result`` that yields from this before showing the text does not.  The font
-    is napari's private API: if it is not where napari 0.9 keeps it, nothing happens.
-    """
-    try:
-        info = viewer.window._qt_viewer.canvas._font_info
-        font = info.font_manager.get_font(info.face)
-    except AttributeError:
-        return
-    rendered = getattr(font, "_glyphs", {})
-    for char in dict.fromkeys(_ALIGNMENT_CHARACTERS + text):
-        if char not in rendered:
-            font[char]
-            yield
-
-
 def show_layers_in_turns(
     viewer: Any, layers: Sequence[Layer | LayerData]
 ) -> Generator[None, None, list[Layer]]:
@@ -283,26 +289,38 @@ def show_layers(viewer: Any, layers: Sequence[Layer | LayerData]) -> list[Layer]
 
     An earlier result of the same kind and dimensions is updated in place (cheap, and the
     user's display settings stay); other earlier results are swapped for the new layer.
-    Layers the user made (or the plugin's layers of another role) are never replaced: a new
-    layer with a free name is added next to them instead.  Layers may come ready-made (built
-    in a job's thread, which keeps that work off the GUI thread) or as layer data tuples.
+    Nothing the user made or painted is ever replaced: layers without a role, and
+    annotation layers, get a new layer with a free name next to them.  A result never
+    shrinks: a one-slice result next to a whole-stack one is shown as its own
+    ``"<name> (slice)"`` layer.  Layers may come ready-made (built in a job's thread, which
+    keeps that work off the GUI thread) or as layer data tuples.
     """
     shown = []
     for item in layers:
         new = item if isinstance(item, Layer) else Layer.create(item[0], dict(item[1]), item[2])
-        old = viewer.layers[new.name] if new.name in viewer.layers else None  # noqa: SIM401
-        role = new.metadata.get(ROLE_KEY)
-        if old is not None and role is not None and old.metadata.get(ROLE_KEY) == role:
-            if _update_in_place(old, new):
-                shown.append(old)
-                continue
+        old = _replaced_by(viewer, new)
+        if old is None:
+            viewer.add_layer(new)
+        elif _update_in_place(old, new):
+            new = old
+        else:
             index = viewer.layers.index(old)
             viewer.layers.remove(old)
             viewer.layers.insert(index, new)
-        else:
-            viewer.add_layer(new)
         shown.append(new)
     return shown
+
+
+def _replaced_by(viewer: Any, new: Layer) -> Layer | None:
+    """The plugin's earlier result that ``new`` replaces, if any (``new`` may be renamed)."""
+    role = new.metadata.get(ROLE_KEY)
+    old = viewer.layers[new.name] if new.name in viewer.layers else None  # noqa: SIM401
+    if old is None or role in (None, ANNOTATION) or old.metadata.get(ROLE_KEY) != role:
+        return None
+    if old.metadata.get("slice") is None and new.metadata.get("slice") is not None:
+        new.name = f"{new.name} {SLICE_SUFFIX}"
+        return _replaced_by(viewer, new)
+    return old
 
 
 def _update_in_place(old: Layer, new: Layer) -> bool:

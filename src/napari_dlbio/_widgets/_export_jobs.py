@@ -11,7 +11,7 @@ from napari_dlbio._layers import metrics_csv
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice
-from napari_dlbio.core.io import atomic_file
+from napari_dlbio.core.io import atomic_file, refuse_occupied_folder
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -54,9 +54,10 @@ def export_metrics(path: Path, rows: list[dict[str, Any]], *, cancel: CancelToke
 
 
 def export_model(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
-    """Write the current model as a model folder."""
+    """Write the current model as a new model folder (an existing one is never replaced)."""
     from napari_dlbio.models.store import save_model_folder
 
+    refuse_occupied_folder(path, "the model's files")
     saved = save_model_folder(
         path, model.model, model.task, model.config, model.history, model.metrics
     )

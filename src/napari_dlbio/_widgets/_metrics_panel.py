@@ -22,13 +22,13 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_dlbio._layers import PREDICTION, ROLE_KEY, slice_metrics_text
+from napari_dlbio._layers import ANNOTATION, PREDICTION, ROLE_KEY, slice_metrics_text
 from napari_dlbio._widgets._common import (
     LayerCombo,
     annotation_class_names,
     connect_while_alive,
     fill_table,
-    render_glyphs_in_turns,
+    has_role,
     show_canvas_text,
     slice_at,
     text_overlay,
@@ -55,8 +55,8 @@ class MetricsPanel(QGroupBox):
         self.viewer = viewer
         self.job: Job | None = None
         self.mask_layer: Labels | None = None
-        self.prediction_combo = LayerCombo(viewer, Labels)
-        self.reference_combo = LayerCombo(viewer, Labels)
+        self.prediction_combo = LayerCombo(viewer, Labels, prefer=has_role(PREDICTION))
+        self.reference_combo = LayerCombo(viewer, Labels, prefer=has_role(ANNOTATION))
         self.read_as = QComboBox()
         self.read_as.addItems([AS_ANNOTATION, AS_MASK])
         self.evaluate_button = QPushButton("Evaluate")
@@ -120,17 +120,15 @@ class MetricsPanel(QGroupBox):
     def show_in_turns(self, evaluation: Evaluation, mask: Labels) -> Iterator[None]:
         """Fill the table, store the figures in the mask layer and draw the current slice's.
 
-        A job's ``on_result`` in stages (see :class:`Job`): characters the canvas has never
-        drawn are rendered first, one per turn of the event loop.
+        A job's ``on_result`` in stages (see :class:`Job`): the table and the layer's
+        figures in one turn of the event loop, the canvas text in the next.
         """
         fill_table(self.table, evaluation.rows, COLUMNS)
         mask.features = evaluation.features
         mask.metadata["metrics"] = evaluation.report
         mask.metadata["metrics_rows"] = evaluation.rows
         self.mask_layer = mask
-        text = self._overlay_text()
-        if text is not None:
-            yield from render_glyphs_in_turns(self.viewer, text)
+        yield
         self.update_overlay()
 
     def select_prediction(self, mask: Labels) -> None:
@@ -150,8 +148,8 @@ class MetricsPanel(QGroupBox):
         mask = self.mask_layer
         if mask is None or mask not in self.viewer.layers or "metrics_rows" not in mask.metadata:
             return None
-        if not self.on_canvas.isChecked():
-            return None
+        if not self.on_canvas.isChecked() or self.isHidden():
+            return None  # hidden: the image is a leaf stack, whose classes Predict shows
         z = slice_at(self.viewer, mask) + (mask.metadata.get("slice") or 0)
         return slice_metrics_text(mask.metadata["metrics_rows"], z)
 

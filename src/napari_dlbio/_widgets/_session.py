@@ -1,47 +1,125 @@
-"""What the dock widgets of one viewer share: the current model, kept in memory.
+"""What the dock widgets of one viewer share: every model of the session, kept in memory.
 
-Train puts the model it trained here, so Predict and a later fine-tuning use it without a
-round trip through the disk; Predict and Export put a model loaded from a folder here too.
+Each task (segmentation, classification) has its own current model, which Predict,
+Correct & fine-tune and a later training use without a round trip through the disk.  Every
+model trained, fine-tuned or loaded in the session stays in its list, so a model that is no
+longer current is never lost: a stopped training run, a folder loaded for the other task.
 """
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
+from napari_dlbio.core.config import Task
+
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
 
+_TASK_NAMES = {Task.SEGMENTATION: "segmentation", Task.CLASSIFICATION: "classifier"}
+
+
+@dataclass
+class SessionModel:
+    """One model of the session and how it came to be, in words (``label``)."""
+
+    model: ModelFolder
+    label: str
+
 
 class Session:
-    """The current model of one viewer; ``model_changed`` fires when it is replaced."""
+    """The models of one viewer; ``models_changed`` fires when one is added or made current."""
 
-    model_changed = Signal(object)
+    models_changed = Signal()
 
     def __init__(self) -> None:
-        self._model: ModelFolder | None = None
+        self._entries: list[SessionModel] = []
+        self._current: dict[Task, ModelFolder] = {}
 
     @property
-    def model(self) -> ModelFolder | None:
-        """The current model, or ``None`` before one is trained or loaded."""
-        return self._model
+    def entries(self) -> tuple[SessionModel, ...]:
+        """Every model of the session, oldest first."""
+        return tuple(self._entries)
 
-    def set_model(self, model: ModelFolder) -> None:
-        """Make ``model`` the current one and tell the widgets."""
-        self._model = model
-        self.model_changed.emit(model)
+    def models(self, task: Task | None = None) -> list[ModelFolder]:
+        """The session's models of ``task`` (of every task when ``None``), newest first."""
+        return [e.model for e in reversed(self._entries) if task in (None, e.model.task)]
 
-    def describe(self) -> str:
-        """The current model in a few words, for the widgets' labels."""
-        model = self._model
+    def current(self, task: Task) -> ModelFolder | None:
+        """The current model of ``task``, or ``None`` before one is trained or loaded."""
+        return self._current.get(task)
+
+    def add(
+        self,
+        model: ModelFolder,
+        how: str,
+        *,
+        make_current: bool = True,
+        replacing: ModelFolder | None = None,
+    ) -> None:
+        """Keep ``model`` in the session, described by ``how`` (e.g. "trained, best epoch 6").
+
+        Parameters
+        ----------
+        model
+            The model; adding one that is already kept only updates its description.
+        how
+            How it came to be, for the lists the user picks from.
+        make_current
+            Whether it becomes the current model of its task.
+        replacing
+            A model of the session that ``model`` supersedes in the list (a fine-tuner's
+            previous burst): it takes its place instead of adding a row.
+        """
+        entry = self._entry(model) or self._entry(replacing)
+        label = f"{_TASK_NAMES.get(model.task, model.task.value)} {self._number(entry)}: {how}"
+        if entry is None:
+            self._entries.append(SessionModel(model, label))
+        else:
+            if entry.model is not model and self._current.get(model.task) is entry.model:
+                self._current[model.task] = model
+            entry.model, entry.label = model, label
+        if make_current:
+            self._current[model.task] = model
+        self.models_changed.emit()
+
+    def make_current(self, model: ModelFolder) -> None:
+        """Make a model of the session the current one of its task."""
+        if self._entry(model) is None:
+            raise ValueError("only a model of the session can be made current")
+        self._current[model.task] = model
+        self.models_changed.emit()
+
+    def saved(self) -> None:
+        """Tell the widgets that a model was saved: they list it with its folder."""
+        self.models_changed.emit()
+
+    def label(self, model: ModelFolder) -> str:
+        """How the session lists ``model``, with where it is saved."""
+        entry = self._entry(model)
+        text = entry.label if entry is not None else f"{model.task.value} model"
+        where = f"saved in {model.path.name}" if model.path is not None else "not saved"
+        return f"{text} ({where})"
+
+    def describe(self, task: Task) -> str:
+        """The current model of ``task`` in a few words, for the widgets' labels."""
+        model = self._current.get(task)
         if model is None:
             return "none yet (train one, or load a model folder)"
         names = list(getattr(model.config, "class_names", ()))
         shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        where = f" from {model.path.name}" if model.path is not None else " (not saved)"
-        return f"{model.task.value}, {len(names)} classes: {shown}{where}"
+        return f"{self.label(model)}; {len(names)} classes: {shown}"
+
+    def _entry(self, model: ModelFolder | None) -> SessionModel | None:
+        return next((e for e in self._entries if model is not None and e.model is model), None)
+
+    def _number(self, entry: SessionModel | None) -> int:
+        if entry is not None:
+            return self._entries.index(entry) + 1
+        return len(self._entries) + 1
 
 
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()

@@ -30,6 +30,7 @@ import numpy as np
 from napari_dlbio.core.config import JsonConfig, Task
 from napari_dlbio.core.errors import DlbioError, InputDataError
 from napari_dlbio.core.events import CancelToken, Event, Notice, RunState, run_to_end
+from napari_dlbio.core.io import refuse_occupied_folder
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -115,6 +116,8 @@ def train(request: TrainRequest, *, cancel: CancelToken) -> Job:
 
     Returns a :class:`TrainOutcome`, or ``None`` when stopped before any weights were kept.
     """
+    if request.save_to is not None:  # found now, not after training
+        refuse_occupied_folder(request.save_to, "the model's files")
     initial = yield from request.start.load(request.task)
     config = request.config
     if initial is not None:

@@ -16,6 +16,7 @@ import importlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from napari_dlbio.core.events import (
 _log = logging.getLogger(__name__)
 
 JobFunction = Callable[..., Generator[Event, None, Any]]
+
+# A budgeted training run's progress is shown in thousandths of the run.
+_PER_MILLE = 1000
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class Job:
         self._on_result = on_result
         self._on_done = on_done
         self._bar = bar
+        self._training: tuple[TrainingStarted, float] | None = None
         self._progress = progress(total=0, desc=description)
         if bar is not None:
             bar.setRange(0, 0)
@@ -238,9 +243,22 @@ class Job:
 
     def _advance(self, event: Event) -> None:
         if isinstance(event, TrainingStarted):
-            self._set_progress(0, event.epochs * event.steps_per_epoch)
-        elif isinstance(event, BatchEnded):
-            self._set_progress((event.epoch - 1) * event.steps + event.step, self._progress.total)
+            self._training = (event, time.monotonic())
+            self._set_progress(
+                0, _PER_MILLE if event.time_budget_s else event.epochs * event.steps_per_epoch
+            )
+        elif isinstance(event, BatchEnded) and self._training is not None:
+            started, since = self._training
+            done = (event.epoch - 1) * event.steps + event.step
+            if started.time_budget_s:
+                # Whichever ends the run first: the planned steps or the time budget.
+                share = max(
+                    done / max(started.epochs * started.steps_per_epoch, 1),
+                    (time.monotonic() - since) / started.time_budget_s,
+                )
+                self._set_progress(round(_PER_MILLE * min(share, 1.0)), _PER_MILLE)
+            else:
+                self._set_progress(done, self._progress.total)
         elif isinstance(event, EpochEnded):
             self._progress.set_description(
                 f"{self._description}: epoch {event.epoch}/{event.epochs}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlbio._layers import annotation_layer
+from napari_dlbio._layers import ANNOTATION, ROLE_KEY, annotation_layer
 from napari_dlbio._widgets._common import (
     LayerCombo,
     annotation_class_names,
@@ -97,7 +97,11 @@ class DataWidget(QWidget):
         return [name.strip() for name in self.classes_edit.text().split(",") if name.strip()]
 
     def create_annotation(self) -> Labels | None:
-        """Add an empty annotation layer for the chosen image with the brush ready."""
+        """Add an empty annotation layer for the chosen image with the brush ready.
+
+        If the image already has an annotation layer with these classes, that layer is
+        chosen instead: a painted annotation is never replaced.
+        """
         image = self.image_combo.layer()
         if image is None:
             show_error("Open an image first (File > Open, or File > Open Sample > napari-dlbio).")
@@ -109,9 +113,13 @@ class DataWidget(QWidget):
                 'commas (e.g. "background, membrane, mitochondria").'
             )
             return None
-        data = annotation_layer(
-            spatial_shape(image), names, placement_of(image), f"{image.name} annotation"
-        )
+        name = f"{image.name} annotation"
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        if _is_annotation_for(existing, spatial_shape(image), names):
+            self._ready_brush(existing)
+            show_info(f"{name} already exists: it is selected, with your strokes kept.")
+            return existing
+        data = annotation_layer(spatial_shape(image), names, placement_of(image), name)
         (layer,) = show_layers(self.viewer, [data])
         self._ready_brush(layer)
         show_info(
@@ -177,3 +185,13 @@ class DataWidget(QWidget):
 
     def _update_reading(self, *_: Any) -> None:
         self.values_edit.setEnabled(self.reading_combo.currentText() == VALUES_READING)
+
+
+def _is_annotation_for(layer: Layer | None, shape: tuple[int, ...], names: list[str]) -> bool:
+    """Whether ``layer`` is an annotation of an image of ``shape`` with these classes."""
+    return (
+        isinstance(layer, Labels)
+        and layer.metadata.get(ROLE_KEY) == ANNOTATION
+        and tuple(layer.data.shape) == shape
+        and annotation_class_names(layer) == names
+    )

@@ -18,11 +18,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_dlbio._layers import GRAD_CAM, PREDICTION, PROBABILITY, UNCERTAINTY
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
-    connect_while_alive,
+    has_role,
     image_data,
 )
 from napari_dlbio._widgets._export_jobs import (
@@ -31,6 +32,7 @@ from napari_dlbio._widgets._export_jobs import (
     export_metrics,
     export_model,
 )
+from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._worker import Job, JobFunction
 from napari_dlbio.core.events import RunState
 
@@ -42,18 +44,19 @@ class ExportWidget(JobWidget):
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer, engine=False)
-        self.mask_combo = LayerCombo(napari_viewer, Labels)
+        self.mask_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(PREDICTION))
         self.format_combo = QComboBox()
         self.format_combo.addItems([TIFF, PNGS])
         self.mask_path = PathEdit(folder=False)
         self.mask_button = QPushButton("Export mask")
-        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.image_combo = LayerCombo(
+            napari_viewer, Image, prefer=has_role(PROBABILITY, UNCERTAINTY, GRAD_CAM)
+        )
         self.image_path = PathEdit(folder=False)
         self.image_button = QPushButton("Export as TIFF")
         self.metrics_path = PathEdit(folder=False)
         self.metrics_button = QPushButton("Export metrics CSV")
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
+        self.model_picker = ModelPicker(self.session, None)
         self.model_path = PathEdit(folder=True)
         self.model_button = QPushButton("Save model folder")
         self.status_label = QLabel()
@@ -89,7 +92,7 @@ class ExportWidget(JobWidget):
         layout.addWidget(
             _group(
                 "Model",
-                [("Current", self.model_label), ("Folder", self.model_path)],
+                [("Model", self.model_picker), ("Folder", self.model_path)],
                 self.model_button,
             )
         )
@@ -99,8 +102,6 @@ class ExportWidget(JobWidget):
         self.image_button.clicked.connect(self.export_image)
         self.metrics_button.clicked.connect(self.export_metrics)
         self.model_button.clicked.connect(self.export_model)
-        connect_while_alive(self.session.model_changed, self._describe_model, self)
-        self._describe_model()
 
     def export_mask(self) -> Job | None:
         """Write the chosen Labels layer through the project's writer."""
@@ -135,8 +136,8 @@ class ExportWidget(JobWidget):
         return self._start(export_metrics, path, list(rows))
 
     def export_model(self) -> Job | None:
-        """Save the current model (trained or loaded) as a model folder."""
-        model = self.session.model
+        """Save the chosen model of the session as a new model folder."""
+        model = self.model_picker.model()
         if model is None:
             show_error("There is no model to save yet: train one first.")
             return None
@@ -166,9 +167,7 @@ class ExportWidget(JobWidget):
             button.setEnabled(True)
         texts = {RunState.DONE: "Saved.", RunState.FAILED: "Not saved; see the notification."}
         self.status_label.setText(texts.get(state, state.value))
-
-    def _describe_model(self, *_: Any) -> None:
-        self.model_label.setText(self.session.describe())
+        self.session.saved()  # a saved model is listed with its folder
 
 
 def _group(title: str, rows: list[tuple[str, QWidget]], button: QPushButton) -> QGroupBox:

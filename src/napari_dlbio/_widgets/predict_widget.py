@@ -32,7 +32,6 @@ from napari_dlbio._widgets._common import (
     fill_table,
     image_data,
     placement_of,
-    render_glyphs_in_turns,
     show_canvas_text,
     show_layers,
     show_layers_in_turns,
@@ -47,7 +46,9 @@ from napari_dlbio._widgets._jobs import (
     predict_segmentation,
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
+from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._worker import Job
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
@@ -55,6 +56,12 @@ CURRENT_MODEL, MODEL_FOLDER = "the current model", "a model folder"
 CURRENT_SLICE, WHOLE_STACK = "current slice / image", "whole stack"
 CLASS_COLUMNS = ("image", "predicted", "probability", "true")
 PREDICTIONS_KEY = "dlbio_predictions"
+_NO_MODEL = {
+    Task.SEGMENTATION: "there is no segmentation model yet; train one on this image (Train) "
+    "or choose a model folder.",
+    Task.CLASSIFICATION: "there is no classifier yet (a segmentation model cannot classify "
+    "images); train one on this leaf stack (Train) or choose a model folder.",
+}
 
 
 class PredictWidget(JobWidget):
@@ -66,8 +73,7 @@ class PredictWidget(JobWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems([CURRENT_MODEL, MODEL_FOLDER])
         self.model_folder = PathEdit(folder=True, save=False)
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
+        self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
         self.predict_button = QPushButton("Predict")
@@ -88,7 +94,7 @@ class PredictWidget(JobWidget):
         form.addRow("Model", self.model_combo)
         self.model_folder_label = QLabel("Model folder")
         form.addRow(self.model_folder_label, self.model_folder)
-        form.addRow("Current model", self.model_label)
+        form.addRow("Current model", self.model_picker)
         form.addRow("Predict on", self.scope_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
@@ -107,7 +113,6 @@ class PredictWidget(JobWidget):
         self.gradcam_button.clicked.connect(self.grad_cam)
         self.image_combo.currentIndexChanged.connect(self._update_form)
         self.model_combo.currentIndexChanged.connect(self._update_form)
-        connect_while_alive(self.session.model_changed, self._update_form, self)
         connect_while_alive(napari_viewer.dims.events.current_step, self._show_class_text, self)
         self._set_running(False)
         self._update_form()
@@ -192,9 +197,11 @@ class PredictWidget(JobWidget):
             if not self.model_folder.text():
                 raise DlbioError("choose a model folder.")
             return ModelSource(folder=Path(self.model_folder.text()))
-        if self.session.model is None:
-            raise DlbioError("there is no current model; train one or choose a model folder.")
-        return ModelSource(model=self.session.model)
+        task = self._task()
+        model = self.session.current(task)
+        if model is None:
+            raise DlbioError(_NO_MODEL[task])
+        return ModelSource(model=model)
 
     def _show_segmentation(self, outcome: SegmentationOutcome) -> Iterator[None]:
         """Show the result in stages (see :class:`Job`): one layer, then the metrics."""
@@ -223,7 +230,7 @@ class PredictWidget(JobWidget):
             self.status_label.setText(
                 f"Accuracy on {len(known)} image(s): {right / len(known):.2f}"
             )
-        yield from render_glyphs_in_turns(self.viewer, self._class_text() or "")
+        yield
         self._show_class_text()
 
     def _show_class_text(self, *_: Any) -> None:
@@ -240,8 +247,14 @@ class PredictWidget(JobWidget):
         )
 
     def _keep_model(self, model: Any) -> None:
-        if model is not self.session.model:
-            self.session.set_model(model)
+        """A model loaded from a folder joins the session as the current one of its task."""
+        if not any(kept is model for kept in self.session.models(model.task)):
+            self.session.add(model, f"loaded from {model.path.name if model.path else 'a folder'}")
+
+    def _task(self) -> Task:
+        if class_stack_metadata(self.image_combo.layer()) is not None:
+            return Task.CLASSIFICATION
+        return Task.SEGMENTATION
 
     def _on_done(self, state: RunState) -> None:
         self._set_running(False)
@@ -259,7 +272,7 @@ class PredictWidget(JobWidget):
         from_folder = self.model_combo.currentText() == MODEL_FOLDER
         self.model_folder.setVisible(from_folder)
         self.model_folder_label.setVisible(from_folder)
-        self.model_label.setText(self.session.describe())
-        classifier = class_stack_metadata(self.image_combo.layer()) is not None
+        self.model_picker.set_task(self._task())
+        classifier = self._task() is Task.CLASSIFICATION
         self.metrics.setVisible(not classifier)
         self.classes_box.setVisible(classifier)

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_dlbio._layers import PREDICTION, ROLE_KEY
+from napari_dlbio._layers import ANNOTATION, PREDICTION, ROLE_KEY
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
@@ -31,6 +31,7 @@ from napari_dlbio._widgets._common import (
     centre_view_on,
     connect_while_alive,
     current_index,
+    has_role,
     keeping_active_layer,
     show_layers,
     show_layers_in_turns,
@@ -47,6 +48,7 @@ from napari_dlbio._widgets._refine_jobs import (
     most_uncertain_point,
 )
 from napari_dlbio._widgets._worker import Job
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError, InputDataError
 from napari_dlbio.core.events import BatchEnded, Event, RunState, TrainingStarted
 from napari_dlbio.core.segmentation_config import SegmentationConfig
@@ -66,10 +68,12 @@ class RefineWidget(JobWidget):
         self.config: SegmentationConfig | None = None  # None: the model's or default settings
         self.slot = TunerSlot()  # the compiled network lives on between bursts
         self._dirty = False
+        self._published: Any = None  # the model the last burst published
+        self._bursts = 0  # of the tuner that published it
         self._started, self._seconds = 0.0, BURST_SECONDS
         self._watched: list[tuple[Any, Any]] = []
         self.image_combo = LayerCombo(napari_viewer, Image)
-        self.annotation_combo = LayerCombo(napari_viewer, Labels)
+        self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
         self.prediction_combo = LayerCombo(napari_viewer, Labels)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
@@ -131,8 +135,8 @@ class RefineWidget(JobWidget):
         self.stop_button.clicked.connect(self.stop)
         self.uncertain_button.clicked.connect(self.go_to_uncertain)
         self.disagreement_check.toggled.connect(self._toggle_disagreement)
-        connect_while_alive(self.session.model_changed, self._show_specks_setting, self)
-        self._show_specks_setting(self.session.model)
+        connect_while_alive(self.session.models_changed, self._show_specks_setting, self)
+        self._show_specks_setting()
         for combo in (self.annotation_combo, self.prediction_combo):
             combo.currentIndexChanged.connect(self._watch)
         inserted = napari_viewer.layers.events.inserted
@@ -233,13 +237,15 @@ class RefineWidget(JobWidget):
         if image is None or annotation is None:
             raise InputDataError("choose the image and the annotation layer painted on it.")
         index = current_index(self.viewer, image) if annotation.ndim == 3 else None
-        model, seconds = self.session.model, self.seconds_spin.value()
+        model = self.session.current(Task.SEGMENTATION)
+        seconds = self.seconds_spin.value()
         prediction = self._prediction() if self.trust_check.isChecked() else None
         config, specks = self.config, self.specks_spin.value()
         request = self.slot.request(image, annotation, model, config, seconds, index, prediction)
         return replace(request, min_region_pixels=specks)
 
-    def _show_specks_setting(self, model: Any) -> None:
+    def _show_specks_setting(self, *_: Any) -> None:
+        model = self.session.current(Task.SEGMENTATION)
         size = getattr(getattr(model, "config", None), "min_region_pixels", None)
         if size is not None and model is not self.slot.tuned_from:  # a burst's: the user's value
             self.specks_spin.setValue(size)
@@ -274,9 +280,15 @@ class RefineWidget(JobWidget):
         self._set_running(False)
         annotation = self.annotation_combo.layer()
         if state is RunState.DONE and annotation is not None:
+            previous = self.slot.tuned_from
             model = self.slot.published(annotation, snapshot)
             if model is not None:
-                self.session.set_model(model)
+                # One row per tuner in the session's list; a new tuner adds its own.
+                same_tuner = previous is not None and previous is self._published
+                self._bursts = self._bursts + 1 if same_tuner else 1
+                how = f"fine-tuned on corrections, {self._bursts} burst(s)"
+                self.session.add(model, how, replacing=self._published if same_tuner else None)
+                self._published = model
             self.status_label.setText("Done: the mask of this slice is the new model's.")
             if self.auto_check.isChecked() and self._dirty:
                 self._auto_timer.start()

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -18,17 +18,19 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_dlbio._layers import ANNOTATION
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
     annotation_class_names,
     class_stack_metadata,
-    connect_while_alive,
+    has_role,
     image_data,
     spatial_shape,
 )
 from napari_dlbio._widgets._config_form import ConfigForm, Setting
+from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._plot import LossPlot
 from napari_dlbio._widgets._training_job import (
     ModelSource,
@@ -45,6 +47,8 @@ from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 NEW, CURRENT, FOLDER = "a new network", "the current model", "a model folder"
+#: A first run that fits a laptop's lunch break; early stopping may end it sooner.
+DEFAULT_TIME_BUDGET_S = 600.0
 _AUGMENT = ("augment_flips", "augment_rotations", "augment_elastic", "augment_intensity")
 
 SEGMENTATION_SETTINGS = (
@@ -93,15 +97,19 @@ class TrainWidget(JobWidget):
         super().__init__(napari_viewer)
         self.outcome: TrainOutcome | None = None
         self.image_combo = LayerCombo(napari_viewer, Image)
-        self.annotation_combo = LayerCombo(napari_viewer, Labels)
+        self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
         self.task_label = QLabel()
         self.start_combo = QComboBox()
         self.start_combo.addItems([NEW, CURRENT, FOLDER])
         self.start_folder = PathEdit(folder=True, save=False)
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
-        self.segmentation_form = ConfigForm(SegmentationConfig(), SEGMENTATION_SETTINGS)
-        self.classifier_form = ConfigForm(ClassifierConfig(), CLASSIFIER_SETTINGS)
+        self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
+        budget = DEFAULT_TIME_BUDGET_S
+        self.segmentation_form = ConfigForm(
+            SegmentationConfig(time_budget_s=budget), SEGMENTATION_SETTINGS
+        )
+        self.classifier_form = ConfigForm(
+            ClassifierConfig(time_budget_s=budget), CLASSIFIER_SETTINGS
+        )
         self.save_to = PathEdit(folder=True)
         self.save_to.edit.setPlaceholderText("optional: folder for the trained model")
         self.train_button = QPushButton("Train")
@@ -119,7 +127,7 @@ class TrainWidget(JobWidget):
         form.addRow("Start from", self.start_combo)
         self.start_folder_label = QLabel("Model folder")
         form.addRow(self.start_folder_label, self.start_folder)
-        form.addRow("Current model", self.model_label)
+        form.addRow("Current model", self.model_picker)
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
@@ -141,7 +149,6 @@ class TrainWidget(JobWidget):
         self.stop_button.clicked.connect(self.stop)
         self.image_combo.currentIndexChanged.connect(self._update_form)
         self.start_combo.currentIndexChanged.connect(self._update_form)
-        connect_while_alive(self.session.model_changed, self._update_form, self)
         self._set_running(False)
         self._update_form()
 
@@ -220,9 +227,10 @@ class TrainWidget(JobWidget):
     def _model_source(self) -> ModelSource:
         start = self.start_combo.currentText()
         if start == CURRENT:
-            if self.session.model is None:
+            model = self.session.current(self.task)
+            if model is None:
                 raise DlbioError("there is no current model; train one or choose a model folder.")
-            return ModelSource(model=self.session.model)
+            return ModelSource(model=model)
         if start == FOLDER:
             if not self.start_folder.text():
                 raise DlbioError("choose the model folder to fine-tune.")
@@ -230,11 +238,16 @@ class TrainWidget(JobWidget):
         return ModelSource()
 
     def _on_event(self, event: Event) -> None:
+        stopping = self.job is not None and self.job.state is RunState.STOPPING
         if isinstance(event, TrainingStarted):
             self.device_label.setText(f"Device: {event.device}")
-            self.status_label.setText(f"Training {event.epochs} epochs...")
+            budget = event.time_budget_s
+            limit = f" or {budget / 60:.0f} min" if budget else ""
+            self.status_label.setText(f"Training up to {event.epochs} epochs{limit}...")
         elif isinstance(event, EpochEnded):
             self.plot.add_epoch(event.loss, event.metrics)
+            if stopping:
+                return  # "Stopping..." stays until the run has stopped
             figures = ", ".join(f"{k} {v:.3f}" for k, v in sorted(event.metrics.items()))
             self.status_label.setText(
                 f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}, {figures}"
@@ -242,13 +255,24 @@ class TrainWidget(JobWidget):
 
     def _on_result(self, outcome: TrainOutcome) -> None:
         self.outcome = outcome
-        self.session.set_model(outcome.model)
-        best = outcome.fit.best_epoch
-        where = f", saved to {outcome.saved}" if outcome.saved else " (in memory; Export saves it)"
-        self.status_label.setText(
-            f"{outcome.fit.state.value.capitalize()} after {outcome.fit.seconds:.0f} s; "
-            f"best epoch {best}{where}."
+        fit, model = outcome.fit, outcome.model
+        previous = self.session.current(model.task)
+        stopped = fit.state is RunState.CANCELLED
+        how = f"{'stopped' if stopped else 'trained'}, best epoch {fit.best_epoch}"
+        # A stopped run never silently displaces a model the user already has.
+        self.session.add(model, how, make_current=not stopped or previous is None)
+        where = f"saved to {outcome.saved}" if outcome.saved else "in memory; Export saves it"
+        text = (
+            f"{'Stopped' if stopped else 'Done'} after {fit.seconds:.0f} s, "
+            f"{fit.stop_reason.value}; kept the weights of epoch {fit.best_epoch} ({where})."
         )
+        if self.session.current(model.task) is not model:
+            text += (
+                f" The current model is still {self.session.label(previous)}; choose the "
+                "new one under Current model to use it."
+            )
+            show_info(text)
+        self.status_label.setText(text)
 
     def _on_done(self, state: RunState) -> None:
         self._set_running(False)
@@ -275,7 +299,7 @@ class TrainWidget(JobWidget):
         self.start_folder.setVisible(start == FOLDER)
         self.start_folder_label.setVisible(start == FOLDER)
         self.form.set_architecture_enabled(start == NEW)
-        self.model_label.setText(self.session.describe())
+        self.model_picker.set_task(self.task)
 
 
 def _default_names(annotation: np.ndarray) -> list[str]:

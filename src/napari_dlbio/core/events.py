@@ -29,6 +29,15 @@ class RunState(Enum):
     FAILED = "failed"
 
 
+class StopReason(Enum):
+    """Why a training run ended, in the words the user reads."""
+
+    EPOCHS = "all epochs done"
+    TIME_BUDGET = "time budget reached"
+    EARLY_STOPPING = "stopped early: validation stopped improving"
+    CANCELLED = "stopped by the user"
+
+
 class CancelToken:
     """Thread-safe flag a user sets (Stop button, Ctrl+C) and a job polls.
 
@@ -61,6 +70,7 @@ class TrainingStarted(Event):
     epochs: int
     steps_per_epoch: int
     device: str
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -685,11 +685,7 @@ def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
     data = _labels_for_writing(labels, max_dtype=np.uint16, target=folder)
     if data.ndim == 2:
         data = data[np.newaxis]
-    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
-        raise OutputExistsError(
-            f"{folder} already exists and is not an empty folder; napari-dlbio does not "
-            "overwrite it. Choose a new folder name or move the old one away."
-        )
+    refuse_occupied_folder(folder, "the PNG slices")
     width = max(4, len(str(len(data) - 1)))
     names = [f"{folder.name}_{z:0{width}d}.png" for z in range(len(data))]
     tmp = _partial_name(folder)
@@ -951,6 +947,30 @@ def refuse_existing_file(path: Path) -> None:
         raise OutputExistsError(
             f"{path} already exists; napari-dlbio does not overwrite files. Choose a new "
             "name or move the old file away."
+        )
+
+
+def refuse_occupied_folder(path: Path, what: str) -> None:
+    """Raise :class:`OutputExistsError` when ``path`` is a file or a non-empty folder.
+
+    An empty folder (one just made in a folder dialog) may be written into.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The folder to write.
+    what : str
+        What would be written, for the message (e.g. ``"the PNG slices"``).
+    """
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(
+            f"{path} is a file, and {what} are written into a folder of their own: choose "
+            "a new folder name (the file is left as it is)."
+        )
+    if path.is_dir() and any(path.iterdir()):
+        raise OutputExistsError(
+            f"{path} already exists and is not empty; napari-dlbio does not overwrite it. "
+            "Choose a new folder name or move the old one away."
         )
 
 

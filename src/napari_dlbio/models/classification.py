@@ -601,6 +601,7 @@ def _fine_tune(
         history=history,
         best_epoch=best_epoch,
         seconds=head.seconds + tuned.seconds,
+        stop_reason=tuned.stop_reason,
     )
 
 

@@ -29,6 +29,7 @@ from napari_dlbio.core.events import (
     Finished,
     Notice,
     RunState,
+    StopReason,
     TrainingStarted,
 )
 from napari_dlbio.models._tf import (
@@ -55,6 +56,7 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int | None = None
     seconds: float = 0.0
+    stop_reason: StopReason = StopReason.EPOCHS
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,14 @@ def iter_fit(
             cancel.cancel()
         worker.join()
     state = RunState.CANCELLED if cancel.cancelled else RunState.DONE
+    reason = StopReason.CANCELLED if cancel.cancelled else bridge.over_budget or keeper.stopped
     yield Finished(state)
     return FitResult(
         state=state,
         history=outcome.get("history", {}),
         best_epoch=keeper.best_epoch,
         seconds=clock() - started,
+        stop_reason=reason or StopReason.EPOCHS,
     )
 
 
@@ -293,11 +297,14 @@ class _EventBridge(keras.callbacks.Callback):
         self._budget = time_budget_s
         self._deadline = math.inf
         self._epoch = 0
+        self.over_budget: StopReason | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._budget is not None:
             self._deadline = self._clock() + self._budget
-        self._events.put(TrainingStarted(self._epochs, self._steps, device_description()))
+        self._events.put(
+            TrainingStarted(self._epochs, self._steps, device_description(), self._budget)
+        )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch + 1
@@ -305,15 +312,21 @@ class _EventBridge(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", math.nan))
         self._events.put(BatchEnded(self._epoch, batch + 1, self._steps, loss))
-        if self._cancel.cancelled or self._clock() >= self._deadline:
+        if self._cancel.cancelled or self._spent():
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {key: float(value) for key, value in (logs or {}).items()}
         loss = logs.pop("loss", math.nan)
         self._events.put(EpochEnded(epoch + 1, self._epochs, loss, logs))
-        if self._clock() >= self._deadline:
+        if self._spent():
             self.model.stop_training = True
+
+    def _spent(self) -> bool:
+        if self._clock() < self._deadline:
+            return False
+        self.over_budget = StopReason.TIME_BUDGET
+        return True
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -327,6 +340,7 @@ class _BestWeights(keras.callbacks.Callback):
         self._weights: list[Any] | None = None
         self._waited = 0
         self.best_epoch: int | None = None
+        self.stopped: StopReason | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = float((logs or {}).get(self._monitor, math.nan))
@@ -338,6 +352,7 @@ class _BestWeights(keras.callbacks.Callback):
             return
         self._waited += 1
         if self._patience is not None and self._waited >= self._patience:
+            self.stopped = StopReason.EARLY_STOPPING
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
