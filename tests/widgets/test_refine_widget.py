@@ -90,7 +90,7 @@ def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(
 
     wait_until(lambda: "membrane: IoU 0.500, Dice 0.667" in widget.agreement_label.text())
     assert "background: IoU 0.000" in widget.agreement_label.text()
-    assert "slice 0: 64 annotated pixels" in widget.agreement_label.text()
+    assert "slice 0: 64 painted pixels" in widget.agreement_label.text()
 
     widget.disagreement_check.setChecked(True)
     wait_until(lambda: "painted disagreement" in viewer.layers)
@@ -102,7 +102,7 @@ def test_agreement_follows_painting_and_disagreement_marks_the_wrong_pixels(
 
     # Background painted where the prediction says background: agreement, nothing marked.
     annotation.data_setitem((np.zeros(16, int), np.full(16, 5), np.arange(16, 32)), 1)
-    wait_until(lambda: "80 annotated" in widget.agreement_label.text())
+    wait_until(lambda: "80 painted" in widget.agreement_label.text())
     assert disagreement.data[0, 5].sum() == 0
     np.testing.assert_array_equal(disagreement.data, expected)
     widget.disagreement_check.setChecked(False)
@@ -235,3 +235,40 @@ def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
     assert widget.fine_tune_button.isEnabled()
     assert not widget.stop_button.isEnabled()
     assert "Stopped" in widget.status_label.text()
+
+
+def test_a_second_accept_refreshes_the_accepted_pixels_and_keeps_the_strokes(
+    viewer, wait_until
+) -> None:
+    mask = _half_membrane()  # membrane on the left half, background on the right
+    _, annotation = _predicted(viewer, mask)
+    annotation.data[1, :4] = 2  # strokes: membrane over the top 4 rows of slice 1
+    widget = _widget(viewer)
+    viewer.dims.set_point(0, 1)
+    assert widget.accept_prediction() == 28 * 32  # every unpainted pixel
+
+    wait_until(lambda: "accepted prediction: 896 pixels, 100.0 %" in widget.agreement_label.text())
+    assert "slice 1: 128 painted pixels" in widget.agreement_label.text()
+    # Outlined, so they are told apart from the strokes of the same colour.
+    outline = viewer.layers["painted accepted"].data[0].astype(bool)
+    accepted = np.zeros((32, 32), bool)
+    accepted[4:] = True
+    assert 0 < outline.sum() < accepted.sum()
+    assert not (outline & ~accepted).any()
+
+    # The user corrects one accepted pixel; then a newer prediction says all background.
+    annotation.data_setitem((np.array([1]), np.array([10]), np.array([0])), 1)
+    viewer.layers["em mask"].data = np.zeros_like(mask)
+    # Only accepted pixels change: the left half's, less the corrected one.
+    assert widget.accept_prediction() == 28 * 16 - 1
+    np.testing.assert_array_equal(annotation.data[1, :4], 2)  # the strokes are kept
+    np.testing.assert_array_equal(annotation.data[1, 4:], 1)
+    wait_until(lambda: "129 painted pixels" in widget.agreement_label.text())
+
+    annotation.undo()  # the second accept: the first one's pixels are accepted again
+    wait_until(lambda: "129 painted pixels" in widget.agreement_label.text())
+    annotation.undo()  # the correction
+    annotation.undo()  # the first accept
+    wait_until(lambda: "accepted" not in widget.agreement_label.text())
+    assert "painted accepted" not in viewer.layers
+    assert "slice 1: 128 painted pixels" in widget.agreement_label.text()

@@ -323,6 +323,13 @@ def _replaced_by(viewer: Any, new: Layer) -> Layer | None:
     return old
 
 
+def remove_layers_with_role(viewer: Any, role: str) -> None:
+    """Remove the plugin's result layers of ``role`` (marks it drew for the user)."""
+    for layer in list(viewer.layers):
+        if layer.metadata.get(ROLE_KEY) == role:
+            viewer.layers.remove(layer)
+
+
 def _update_in_place(old: Layer, new: Layer) -> bool:
     """Give ``old`` the data and placement of ``new`` if they are layers of one kind."""
     if type(old) is not type(new) or old.ndim != new.ndim:

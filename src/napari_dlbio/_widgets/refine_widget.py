@@ -33,15 +33,19 @@ from napari_dlbio._widgets._common import (
     current_index,
     has_role,
     keeping_active_layer,
+    remove_layers_with_role,
     show_layers,
     show_layers_in_turns,
     single_shot_timer,
 )
 from napari_dlbio._widgets._refine_jobs import (
+    ACCEPTED,
     DISAGREEMENT,
+    AcceptedPixels,
     BurstRequest,
     TunerSlot,
     accept_edit,
+    accepted_layer,
     agreement,
     disagreement_layer,
     fine_tune_burst,
@@ -57,7 +61,7 @@ CURRENT_SLICE, WHOLE_STACK = "current slice", "whole stack"
 BURST_SECONDS = 10.0  # models.interactive.DEFAULT_BURST_SECONDS, known without TensorFlow
 UNCERTAIN_WINDOW = 128
 AGREEMENT_DELAY_MS, AUTO_DELAY_MS = 300, 1500
-_RESULTS = (PREDICTION, DISAGREEMENT)
+_RESULTS = (PREDICTION, DISAGREEMENT, ACCEPTED)
 
 
 class RefineWidget(JobWidget):
@@ -67,9 +71,8 @@ class RefineWidget(JobWidget):
         super().__init__(napari_viewer)
         self.config: SegmentationConfig | None = None  # None: the model's or default settings
         self.slot = TunerSlot()  # the compiled network lives on between bursts
+        self.accepted = AcceptedPixels()
         self._dirty = False
-        self._published: Any = None  # the model the last burst published
-        self._bursts = 0  # of the tuner that published it
         self._started, self._seconds = 0.0, BURST_SECONDS
         self._watched: list[tuple[Any, Any]] = []
         self.image_combo = LayerCombo(napari_viewer, Image)
@@ -151,7 +154,8 @@ class RefineWidget(JobWidget):
     def accept_prediction(self) -> int:
         """Copy the prediction into the annotation as one undoable edit; return its size.
 
-        Pixels the user painted are kept unless "overwrite my annotations" is on.
+        Unpainted pixels and those of an earlier Accept take the prediction; pixels the
+        user painted are kept unless "overwrite my annotations" is on.
         """
         annotation, prediction = self.annotation_combo.layer(), self._prediction()
         try:
@@ -160,28 +164,36 @@ class RefineWidget(JobWidget):
             whole = self.scope_combo.currentText() == WHOLE_STACK
             index = None if whole else current_index(self.viewer, annotation)
             overwrite = self.overwrite_check.isChecked()
-            indices, values = accept_edit(annotation, prediction, index, overwrite)
+            indices, values = accept_edit(annotation, prediction, index, overwrite, self.accepted)
         except DlbioError as error:
             show_error(f"Cannot accept the prediction: {error}")
             return 0
+        self.accepted.record(annotation, indices, values)
         if values.size:
             annotation.data_setitem(indices, values)
         self.status_label.setText(f"Accepted {values.size} pixels (Ctrl+Z on the layer undoes).")
         return int(values.size)
 
     def update_agreement(self) -> None:
-        """Show IoU / Dice of the prediction on the annotated pixels of the current slice."""
+        """Show how the prediction agrees with the painted and the accepted pixels of the
+        current slice, and outline the accepted ones."""
         annotation, prediction = self.annotation_combo.layer(), self._prediction()
         if annotation is None or prediction is None:
             self.agreement_label.setText("Choose an annotation and a prediction mask.")
             return
-        z = current_index(self.viewer, annotation) if annotation.ndim == 3 else 0
+        stack = annotation.ndim == 3
+        z = current_index(self.viewer, annotation) if stack else 0
+        accepted = self.accepted.mask(annotation, z if stack else None)
         try:
-            text, wrong = agreement(annotation, prediction, z)
+            text, wrong = agreement(annotation, prediction, z, accepted)
         except DlbioError as error:
             self.agreement_label.setText(f"Not scored: {error}")
             return
         self.agreement_label.setText(text)
+        if accepted.any():
+            self._show_results([accepted_layer(accepted, annotation, z)])
+        else:
+            remove_layers_with_role(self.viewer, ACCEPTED)  # all undone or painted over
         if self.disagreement_check.isChecked():
             self._show_results([disagreement_layer(wrong, annotation, z)])
 
@@ -280,15 +292,9 @@ class RefineWidget(JobWidget):
         self._set_running(False)
         annotation = self.annotation_combo.layer()
         if state is RunState.DONE and annotation is not None:
-            previous = self.slot.tuned_from
-            model = self.slot.published(annotation, snapshot)
-            if model is not None:
-                # One row per tuner in the session's list; a new tuner adds its own.
-                same_tuner = previous is not None and previous is self._published
-                self._bursts = self._bursts + 1 if same_tuner else 1
-                how = f"fine-tuned on corrections, {self._bursts} burst(s)"
-                self.session.add(model, how, replacing=self._published if same_tuner else None)
-                self._published = model
+            published = self.slot.published(annotation, snapshot)
+            if published is not None:
+                self.session.add(published.model, published.how, replacing=published.replacing)
             self.status_label.setText("Done: the mask of this slice is the new model's.")
             if self.auto_check.isChecked() and self._dirty:
                 self._auto_timer.start()
@@ -324,6 +330,8 @@ class RefineWidget(JobWidget):
         if annotation is not None:
             events = annotation.events
             self._watched += [(events.paint, self._on_painted), (events.data, self._on_painted)]
+            # Undo and redo change the pixels without a paint event: only a redraw.
+            self._watched.append((events.set_data, self._schedule_agreement))
         if prediction is not None:
             self._watched.append((prediction.events.data, self._schedule_agreement))
         for emitter, callback in self._watched:
@@ -336,10 +344,8 @@ class RefineWidget(JobWidget):
     def _toggle_disagreement(self, shown: bool) -> None:
         if shown:
             self._agreement_timer.start()
-            return
-        for layer in list(self.viewer.layers):
-            if layer.metadata.get(ROLE_KEY) == DISAGREEMENT:
-                self.viewer.layers.remove(layer)
+        else:
+            remove_layers_with_role(self.viewer, DISAGREEMENT)
 
     def _adopt(self, layer: Layer, *_: Any) -> None:
         """Choose a new prediction mask, and a painted layer while none is chosen."""

@@ -273,7 +273,11 @@ def check_annotation_values(annotation: np.ndarray) -> None:
 
 
 def prediction_edit(
-    annotation: np.ndarray, mask: np.ndarray, *, overwrite: bool = False
+    annotation: np.ndarray,
+    mask: np.ndarray,
+    *,
+    overwrite: bool = False,
+    accepted: np.ndarray | None = None,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """The edit that copies a predicted mask into an annotation, as (indices, values).
 
@@ -285,6 +289,9 @@ def prediction_edit(
         Predicted classes of the same shape (0 = background).
     overwrite
         Also replace pixels the user has annotated; by default they are kept.
+    accepted
+        Pixels that hold an earlier accepted prediction rather than the user's strokes
+        (boolean, same shape): they take the new prediction too.
 
     Returns
     -------
@@ -307,6 +314,7 @@ def prediction_edit(
     values = mask.astype(np.int64) + 1
     changes = values != annotation
     if not overwrite:
-        changes &= annotation == 0
+        free = annotation == 0
+        changes &= free if accepted is None else free | accepted
     indices = np.nonzero(changes)
     return indices, values[indices].astype(annotation.dtype)
