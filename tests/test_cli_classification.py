@@ -101,9 +101,12 @@ def test_predict_writes_csv_and_cams_named_after_the_images(
     with out.open(newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 3 * PER_CLASS + 3
-    assert set(rows[0]) == {"path", "predicted_class", "probability"}
+    assert set(rows[0]) == {"path", "predicted_class", "probability", "seen_in_training"}
     assert {row["predicted_class"] for row in rows} <= set(CLASSES)
     assert all(0.0 <= float(row["probability"]) <= 1.0 for row in rows)
+    # The model trained on this folder, less the images it held out for validation.
+    seen = [row for row in rows if row["seen_in_training"] == "True"]
+    assert 0 < len(seen) < len(rows)
     for row in rows:
         image = Path(row["path"])
         cam = tifffile.imread(cams / image.relative_to(leaf_folder).with_suffix(".tif"))

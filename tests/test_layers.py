@@ -12,6 +12,7 @@ import pytest
 from napari_dlbio._layers import (
     ROLE_KEY,
     Placement,
+    accuracy_text,
     annotation_colormap,
     annotation_layer,
     classification_rows,
@@ -154,3 +155,16 @@ def test_classification_rows_and_text() -> None:
     assert rows[1]["true"] == "healthy"
     assert classification_text(rows, 2) == "image 2: healthy p=0.90 (true: healthy)"
     assert "not predicted" in classification_text(rows, 0)
+
+
+def test_accuracy_keeps_the_images_the_model_was_trained_on_apart() -> None:
+    probabilities = np.array([[0.2, 0.8], [0.9, 0.1], [0.3, 0.7]])
+    truth = [1, 1, 1]
+    rows = classification_rows(
+        probabilities, ["healthy", "blight"], truth, seen_in_training=[True, True, False]
+    )
+    assert [row["trained on"] for row in rows] == ["yes", "yes", "no"]
+    text = accuracy_text(rows)
+    assert "1.00 on 1 image(s) not seen in training" in text
+    assert "0.50 on 2 image(s) it was trained on" in text
+    assert "no true classes" in accuracy_text(classification_rows(probabilities, ["a", "b"]))

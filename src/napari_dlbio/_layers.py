@@ -304,8 +304,10 @@ def classification_rows(
     class_names: Sequence[str],
     true_classes: Sequence[int] | None = None,
     first_index: int = 0,
+    seen_in_training: Sequence[bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Table rows of a classification: image number, predicted class, its probability, truth.
+    """Table rows of a classification: image number, predicted class, its probability,
+    truth, and whether the model was trained on the image ("trained on": yes / no).
 
     Parameters
     ----------
@@ -317,8 +319,11 @@ def classification_rows(
         Known class index of every image of the stack (all N + first_index), if any.
     first_index
         Stack index of the first predicted image.
+    seen_in_training
+        Per predicted image, whether the model was trained on it.
     """
     names = list(class_names)
+    seen = [False] * len(probabilities) if seen_in_training is None else seen_in_training
     rows = []
     for offset, row in enumerate(np.asarray(probabilities)):
         index = first_index + offset
@@ -330,9 +335,24 @@ def classification_rows(
                 "predicted": names[best],
                 "probability": float(row[best]),
                 "true": true,
+                "trained on": "yes" if seen[offset] else "no",
             }
         )
     return rows
+
+
+def accuracy_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Accuracy of classified rows with a known class, apart for the images the model was
+    trained on (a model is right on most of them whether it learned anything or not)."""
+    parts = []
+    for trained, words in ((False, "not seen in training"), (True, "it was trained on")):
+        known = [r for r in rows if r["true"] is not None and (r["trained on"] == "yes") is trained]
+        if known:
+            right = sum(row["true"] == row["predicted"] for row in known)
+            parts.append(f"{right / len(known):.2f} on {len(known)} image(s) {words}")
+    if not parts:
+        return "Done: the classes are in the table (no true classes to score against)."
+    return "Accuracy: " + "; ".join(parts) + "."
 
 
 def classification_text(rows: Sequence[Mapping[str, Any]], image_index: int) -> str:

@@ -238,3 +238,25 @@ def test_augmented_batches_stay_images_and_vary():
     flat = {bytes(image.astype(np.uint8)) for image in np.asarray(x_plain)}
     assert flat <= {bytes(image) for image in images}
     assert set(np.asarray(y)) <= {0, 1, 2}
+
+
+def test_predictions_say_which_images_the_model_was_trained_on(trained):
+    _, result = trained
+    images, labels = _colour_images(60)
+    prediction = predict_classifier(result.model, images)
+    seen = prediction.seen_in_training
+    # A fifth is held out for validation; new images were never seen.
+    assert seen.sum() == 60 - result.model.metrics["validation_images"]
+    fresh, _ = _colour_images(6, seed=9)
+    assert not predict_classifier(result.model, fresh).seen_in_training.any()
+
+
+def test_a_classifier_that_learned_its_images_by_heart_is_reported():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(30) % 3  # no relation to the pixels: nothing to learn but the images
+    config = TINY.replace(epochs=60, early_stopping_patience=None, augmentation=False, dropout=0.0)
+    events: list = []
+    run_to_end(iter_train_classifier(noise, labels, config), events.append)
+    notices = [event.text for event in events if isinstance(event, Notice)]
+    assert any("overfitting" in text for text in notices), notices

@@ -185,7 +185,9 @@ def predict_classes(
     if prediction is None:
         return None
     names = list(prediction.class_names)
-    rows = classification_rows(prediction.probabilities, names, true_classes, first_index)
+    rows = classification_rows(
+        prediction.probabilities, names, true_classes, first_index, prediction.seen_in_training
+    )
     return ClassificationOutcome(model, rows, np.asarray(prediction.probabilities), names)
 
 

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_dlbio._layers import classification_text
+from napari_dlbio._layers import accuracy_text, classification_text
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
@@ -54,7 +54,7 @@ from napari_dlbio.core.events import RunState
 
 CURRENT_MODEL, MODEL_FOLDER = "the current model", "a model folder"
 CURRENT_SLICE, WHOLE_STACK = "current slice / image", "whole stack"
-CLASS_COLUMNS = ("image", "predicted", "probability", "true")
+CLASS_COLUMNS = ("image", "predicted", "probability", "true", "trained on")
 PREDICTIONS_KEY = "dlbio_predictions"
 _NO_MODEL = {
     Task.SEGMENTATION: "there is no segmentation model yet; train one on this image (Train) "
@@ -224,12 +224,7 @@ class PredictWidget(JobWidget):
         rows.sort(key=lambda row: row["image"])
         image.metadata[PREDICTIONS_KEY] = rows
         fill_table(self.class_table, rows, CLASS_COLUMNS)
-        known = [row for row in rows if row["true"] is not None]
-        if known:
-            right = sum(row["true"] == row["predicted"] for row in known)
-            self.status_label.setText(
-                f"Accuracy on {len(known)} image(s): {right / len(known):.2f}"
-            )
+        self.status_label.setText(accuracy_text(rows))
         yield
         self._show_class_text()
 

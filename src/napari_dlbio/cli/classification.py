@@ -14,7 +14,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice, RunState, run_to_end
 from napari_dlbio.core.io import IMAGE_SUFFIXES, OutputExistsError, atomic_file, natural_key
+
+if TYPE_CHECKING:
+    from napari_dlbio.models.classification import ClassPrediction
 
 
 def train(args: argparse.Namespace) -> int:
@@ -109,7 +112,7 @@ def predict(args: argparse.Namespace) -> int:
     if prediction is None:
         sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
         return 1
-    _write_csv(out, paths, prediction.predicted, prediction.probabilities, config.class_names)
+    _write_csv(out, paths, prediction, config.class_names)
     message = f"Wrote {out} ({len(paths)} images)"
     if args.cam:
         _write_cams(model, paths, prediction.predicted, cam_names, printer)
@@ -241,13 +244,10 @@ def _cam_names(sources: Sequence[tuple[Path, Path]], cam_dir: Path) -> dict[Path
 
 
 def _write_csv(
-    out: Path,
-    paths: Sequence[Path],
-    predicted: np.ndarray,
-    probabilities: np.ndarray,
-    class_names: Sequence[str],
+    out: Path, paths: Sequence[Path], prediction: ClassPrediction, class_names: Sequence[str]
 ) -> None:
-    """path, predicted_class, probability: one row per image, written atomically.
+    """path, predicted_class, probability, seen_in_training: one row per image, written
+    atomically (``seen_in_training``: the model was trained on this very image).
 
     File names that are not valid UTF-8 are written as their original bytes, so every
     path in the table names its file exactly.
@@ -257,9 +257,16 @@ def _write_csv(
         partial.open("w", newline="", encoding="utf-8", errors="surrogateescape") as stream,
     ):
         writer = csv.writer(stream)
-        writer.writerow(["path", "predicted_class", "probability"])
-        for path, index, row in zip(paths, predicted, probabilities, strict=True):
-            writer.writerow([str(path), class_names[index], f"{row[index]:.6f}"])
+        writer.writerow(["path", "predicted_class", "probability", "seen_in_training"])
+        rows = zip(
+            paths,
+            prediction.predicted,
+            prediction.probabilities,
+            prediction.seen_in_training,
+            strict=True,
+        )
+        for path, index, row, seen in rows:
+            writer.writerow([str(path), class_names[index], f"{row[index]:.6f}", str(bool(seen))])
 
 
 def _write_cams(

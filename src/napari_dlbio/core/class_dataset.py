@@ -9,6 +9,7 @@ not kept, the same at training and prediction time).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,18 @@ def to_input_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
         to convert in memory.
     """
     return convert_photo(image, channels, (size, size))
+
+
+def image_fingerprints(images: np.ndarray | Sequence[np.ndarray]) -> list[str]:
+    """A short hash of each image's pixels, as the classifier sees them.
+
+    A model keeps the fingerprints of its training images, so a later prediction can say
+    which images it was trained on, whichever path (napari or ``dlbio``) they came by: both
+    convert photos the same way (:mod:`napari_dlbio.core.photo`).
+    """
+    return [
+        hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()[:16] for image in images
+    ]
 
 
 def stratified_split(

@@ -21,6 +21,7 @@ import numpy as np
 from napari_dlbio.core.class_dataset import (
     channel_statistics,
     class_weights,
+    image_fingerprints,
     stratified_split,
     to_input_images,
 )
@@ -92,6 +93,7 @@ class ClassPrediction:
     probabilities: np.ndarray
     predicted: np.ndarray
     class_names: tuple[str, ...]
+    seen_in_training: np.ndarray  # (N,) bool: the model was trained on this image
 
 
 def iter_train_classifier(
@@ -202,6 +204,10 @@ def iter_train_classifier(
     if transfer and _may_fine_tune(fit, config, cancel):
         fit = yield from _fine_tune(model, strategy, train_data, fit, config, fit_options)
     metrics = _training_metrics(model, config, data[validation], labels[validation], fit)
+    metrics["training_images"] = image_fingerprints(data[train])
+    overfitting = _overfitting(fit, metrics)
+    if overfitting is not None:
+        yield Notice(overfitting)
     folder = ModelFolder(
         model=model,
         task=Task.CLASSIFICATION,
@@ -297,6 +303,8 @@ def iter_predict_classifier(
     cancel = cancel or CancelToken()
     total = math.ceil(len(images) / PREDICT_BATCH)
     probabilities = np.zeros((len(images), config.n_classes), dtype=np.float32)
+    trained_on = set(model.metrics.get("training_images", ()))
+    seen = np.zeros(len(images), bool)
     for index in range(total):
         if cancel.cancelled:
             yield Finished(RunState.CANCELLED)
@@ -304,12 +312,14 @@ def iter_predict_classifier(
         chunk = slice(index * PREDICT_BATCH, (index + 1) * PREDICT_BATCH)
         batch = to_input_images(images[chunk], config.input_size, config.input_channels)
         probabilities[chunk] = model_probabilities(model.model, batch)
+        seen[chunk] = [fingerprint in trained_on for fingerprint in image_fingerprints(batch)]
         yield TileDone(index + 1, total)
     yield Finished(RunState.DONE)
     return ClassPrediction(
         probabilities=probabilities,
         predicted=probabilities.argmax(axis=1).astype(np.int64),
         class_names=config.class_names,
+        seen_in_training=seen,
     )
 
 
@@ -623,6 +633,26 @@ def _renumbered(
                 event.epoch + offset, event.epochs + offset, event.loss, event.metrics
             )
         yield event
+
+
+#: Training accuracy this far above validation accuracy is reported as overfitting.
+OVERFITTING_GAP = 0.25
+
+
+def _overfitting(fit: FitResult, metrics: dict[str, Any]) -> str | None:
+    """A notice when the kept weights classify training images far better than unseen ones."""
+    accuracy = fit.history.get("accuracy", [])
+    if fit.best_epoch is None or "val_accuracy" not in metrics or len(accuracy) < fit.best_epoch:
+        return None
+    train, held_out = accuracy[fit.best_epoch - 1], metrics["val_accuracy"]
+    if train - held_out < OVERFITTING_GAP:
+        return None
+    return (
+        f"The classifier is right on {train:.0%} of its training images but on only "
+        f"{held_out:.0%} of the {metrics['validation_images']} images held out: it has learned "
+        "those images rather than their classes (overfitting). More images per class, "
+        "augmentation, or starting from a trained network help."
+    )
 
 
 def _training_metrics(
