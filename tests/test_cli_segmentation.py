@@ -84,6 +84,15 @@ def model_dir(crops, tmp_path_factory):
     return out
 
 
+def test_train_says_why_training_stopped(crops, tmp_path, capsys):
+    argv = ["train", "--images", crops["train"], "--labels", crops["train_labels"]]
+    argv += ["--label-values", ISBI, "--config", crops["config"], "--epochs", "1"]
+    assert main([*map(str, argv), "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    assert re.search(
+        r"^Saved .*model \(best epoch 1.*; all epochs done\)\.$", capsys.readouterr().out
+    )
+
+
 def test_train_writes_a_complete_model_folder(model_dir):
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "config.json",

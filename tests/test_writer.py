@@ -90,12 +90,20 @@ def test_existing_tiff_is_never_overwritten(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif"]
 
 
+def test_png_slices_onto_an_existing_file_say_that_it_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "mask.tif"
+    target.write_bytes(b"an earlier mask")
+    with pytest.raises(OutputExistsError, match=r"mask.tif is a file, and the PNG slices"):
+        io.write_labels_pngs(target, np.zeros((2, 4, 4), np.uint8))
+    assert target.read_bytes() == b"an earlier mask"
+
+
 def test_existing_png_folder_is_never_overwritten(tmp_path: Path) -> None:
     folder = tmp_path / "mask"
     folder.mkdir()
     (folder / "mask_0000.png").write_bytes(b"precious")
 
-    with pytest.raises(OutputExistsError, match="not an empty folder"):
+    with pytest.raises(OutputExistsError, match="already exists and is not empty"):
         _save(tmp_path / "mask.png", _labels(np.uint8))
 
     assert (folder / "mask_0000.png").read_bytes() == b"precious"

@@ -242,7 +242,7 @@ def test_augmented_batches_stay_images_and_vary():
 
 def test_predictions_say_which_images_the_model_was_trained_on(trained):
     _, result = trained
-    images, labels = _colour_images(60)
+    images, _ = _colour_images(60)
     prediction = predict_classifier(result.model, images)
     seen = prediction.seen_in_training
     # A fifth is held out for validation; new images were never seen.

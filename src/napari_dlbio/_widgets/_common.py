@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -216,6 +216,9 @@ def centre_view_on(viewer: Any, point: Sequence[float]) -> None:
     camera.center = tuple(point[-2:])
 
 
+_MAX_COLUMN_WIDTH = 150  # pixels
+
+
 def fill_table(
     table: QTableWidget, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 ) -> None:
@@ -234,8 +237,18 @@ def fill_table(
                 text = f"{value:.3f}"
             else:
                 text = str(value)
-            table.setItem(r, c, QTableWidgetItem(text))
+            item = QTableWidgetItem(text)
+            item.setToolTip(text)
+            table.setItem(r, c, item)
     table.resizeColumnsToContents()
+    # Long class names ("Tomato_Spider_mites_Two_spotted_spider_mite") would push the
+    # other columns out of a dock: they are shortened in the middle, in full on hover.
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+    for c in range(len(columns)):
+        table.setColumnWidth(c, min(table.columnWidth(c), _MAX_COLUMN_WIDTH))
+    header = table.horizontalHeader()
+    header.setStretchLastSection(True)
+    table.setMinimumWidth(min(header.length() + table.verticalHeader().width() + 24, 600))
 
 
 def text_overlay(viewer: Any) -> Any:

@@ -29,7 +29,7 @@ from napari_dlbio.core.class_dataset import (
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.events import CancelToken, Notice, RunState, run_to_end
+from napari_dlbio.core.events import CancelToken, Notice, run_to_end
 from napari_dlbio.core.io import IMAGE_SUFFIXES, OutputExistsError, atomic_file, natural_key
 
 if TYPE_CHECKING:
@@ -79,9 +79,7 @@ def train(args: argparse.Namespace) -> int:
     summary = f"Saved {out} (best epoch {result.fit.best_epoch}"
     if folder.metrics.get("val_accuracy") is not None:
         summary += f", validation accuracy {folder.metrics['val_accuracy']:.3f}"
-    if result.fit.state is RunState.CANCELLED:
-        summary += ", stopped early by the user"
-    sys.stdout.write(summary + ").\n")
+    sys.stdout.write(summary + f"; {result.fit.stop_reason.value}).\n")
     return 0
 
 

@@ -101,9 +101,7 @@ def train(args: argparse.Namespace) -> int:
     summary = f"Saved {out} (best epoch {result.fit.best_epoch}"
     if "val_iou" in folder.metrics:
         summary += f", validation IoU {folder.metrics['val_iou']:.3f}"
-    if result.fit.state is RunState.CANCELLED:
-        summary += ", stopped early by the user"
-    sys.stdout.write(summary + ").\n")
+    sys.stdout.write(summary + f"; {result.fit.stop_reason.value}).\n")
     return 0
 
 
