@@ -23,9 +23,9 @@ from napari_dlbio._widgets._common import (
     annotation_class_names,
     class_stack_metadata,
     placement_of,
-    show_layers,
     spatial_shape,
 )
+from napari_dlbio._widgets._result_layers import show_layers
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.labels import annotation_from_dense, annotation_from_mask, parse_label_values
 

@@ -33,8 +33,6 @@ from napari_dlbio._widgets._common import (
     image_data,
     placement_of,
     show_canvas_text,
-    show_layers,
-    show_layers_in_turns,
     spatial_shape,
 )
 from napari_dlbio._widgets._jobs import (
@@ -47,6 +45,7 @@ from napari_dlbio._widgets._jobs import (
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
 from napari_dlbio._widgets._model_picker import ModelPicker
+from napari_dlbio._widgets._result_layers import show_layers, show_layers_in_turns
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError

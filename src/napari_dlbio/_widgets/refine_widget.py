@@ -24,6 +24,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlbio._layers import ANNOTATION, PREDICTION, ROLE_KEY
+from napari_dlbio._widgets._agreement import (
+    ACCEPTED,
+    DISAGREEMENT,
+    AcceptedPixels,
+    accept_edit,
+    accepted_layer,
+    agreement,
+    disagreement_layer,
+)
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
@@ -32,24 +41,19 @@ from napari_dlbio._widgets._common import (
     connect_while_alive,
     current_index,
     has_role,
+    single_shot_timer,
+)
+from napari_dlbio._widgets._refine_jobs import (
+    BurstRequest,
+    TunerSlot,
+    fine_tune_burst,
+    most_uncertain_point,
+)
+from napari_dlbio._widgets._result_layers import (
     keeping_active_layer,
     remove_layers_with_role,
     show_layers,
     show_layers_in_turns,
-    single_shot_timer,
-)
-from napari_dlbio._widgets._refine_jobs import (
-    ACCEPTED,
-    DISAGREEMENT,
-    AcceptedPixels,
-    BurstRequest,
-    TunerSlot,
-    accept_edit,
-    accepted_layer,
-    agreement,
-    disagreement_layer,
-    fine_tune_burst,
-    most_uncertain_point,
 )
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.config import Task
