@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dlbio._widgets._worker import warm_up_engine
+    from napari_dlbio._widgets._engine_warmup import warm_up_engine
     from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
     from napari_dlbio._widgets.train_widget import TrainWidget
     from napari_dlbio.core.events import TrainingStarted
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     annotation.metadata["class_names"] = ["background", "membrane"]
     meter = StallMeter()
     # Opening the Train / Predict widgets builds, lays out and first paints them in the GUI
-    # thread, and starts importing TensorFlow in the background (see _worker.warm_up_engine);
+    # thread, and starts importing TensorFlow in the background (see _engine_warmup.warm_up_engine);
     # a user sets up the job meanwhile.
     meter.enter("opening widgets")
     started = time.perf_counter()

@@ -11,7 +11,8 @@ import pytest
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
-from napari_dlbio._widgets._worker import Job, error_message, warm_up_engine
+from napari_dlbio._widgets._engine_warmup import warm_up_engine
+from napari_dlbio._widgets._worker import Job, error_message
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import BatchEnded, EpochEnded, Finished, RunState, TrainingStarted
 

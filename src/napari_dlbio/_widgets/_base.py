@@ -6,8 +6,9 @@ from typing import Any
 
 from qtpy.QtWidgets import QWidget
 
+from napari_dlbio._widgets._engine_warmup import warm_up_engine
 from napari_dlbio._widgets._session import session_for
-from napari_dlbio._widgets._worker import Job, warm_up_engine
+from napari_dlbio._widgets._worker import Job
 
 
 class JobWidget(QWidget):
@@ -19,7 +20,7 @@ class JobWidget(QWidget):
         The viewer the widget is docked in.
     engine
         Whether its jobs need the deep-learning engine; its import then starts in the
-        background (:func:`~napari_dlbio._widgets._worker.warm_up_engine`) while the user
+        background (:func:`~napari_dlbio._widgets._engine_warmup.warm_up_engine`) while the user
         sets up the job.
     """
 

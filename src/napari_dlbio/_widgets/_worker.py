@@ -11,8 +11,6 @@ started by Python's ``threading`` (see :func:`_relayed`); napari's worker relays
 
 from __future__ import annotations
 
-import gc
-import importlib
 import logging
 import queue
 import threading
@@ -78,52 +76,6 @@ def error_message(error: BaseException, what: str) -> str:
         f"{what} failed ({type(error).__name__}: {error}). Your layers are unchanged; check "
         "that the image, annotation and model belong together and try again."
     )
-
-
-# Modules a job imports first thing; importing them loads TensorFlow.
-ENGINE_MODULES = (
-    "napari_dlbio.models.segmentation",
-    "napari_dlbio.models.classification",
-    "napari_dlbio.models.gradcam",
-)
-_engine_ready = threading.Event()
-_warm_up_lock = threading.Lock()
-_warm_up_started = False
-
-
-def warm_up_engine() -> threading.Event:
-    """Import the model code (and TensorFlow) in a background thread, once per session.
-
-    Loading TensorFlow's libraries holds Python's GIL for up to a second, which freezes the
-    window.  Started when a Train or Predict widget opens, that pause comes with opening
-    the widget instead of in the middle of the first job.  Returns an event that is set
-    when the import has finished (or failed: the job that needs it reports the error).
-    """
-    global _warm_up_started
-    with _warm_up_lock:
-        if not _warm_up_started:
-            _warm_up_started = True
-            threading.Thread(target=_import_engine, name="dlbio-warm-up", daemon=True).start()
-    return _engine_ready
-
-
-def _import_engine() -> None:
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for name in ENGINE_MODULES:
-            importlib.import_module(name)
-    except Exception:  # noqa: BLE001  (the first job imports again and reports it)
-        _log.debug("warming up the engine failed", exc_info=True)
-    finally:
-        # napari, Qt, TensorFlow and Keras are some 300,000 long-lived objects, and a full
-        # garbage collection scanning them holds the GIL for a quarter of a second (measured
-        # in the middle of tracing a training step, a freeze of the window).  Frozen, they
-        # are still freed when unreferenced; collections only scan newer objects.
-        gc.freeze()
-        if collecting:
-            gc.enable()
-        _engine_ready.set()
 
 
 class Job:
