@@ -112,3 +112,36 @@ def test_outputs_are_contiguous_typed_and_leave_inputs_alone():
 def test_make_augmenter_rejects_unknown_options():
     with pytest.raises(ConfigError, match="flip"):
         make_augmenter(flip=True)
+
+
+def test_scale_augmentation_shows_structures_at_other_sizes_and_keeps_alignment():
+    """A centred square grows and shrinks with the zoom, image and annotation alike."""
+    annotation = np.ones((64, 64), np.uint8)
+    annotation[24:40, 24:40] = 2  # 256 pixels
+    image = (annotation[..., np.newaxis] == 2).astype(np.float32)
+    augment = make_augmenter(
+        flips=False, rotations=False, elastic=False, intensity=False, scale=0.5
+    )
+    rng = np.random.default_rng(3)
+    areas = []
+    for _ in range(30):
+        out_image, out_annotation = augment(image, annotation, rng)
+        structure = out_annotation == 2
+        assert np.mean((out_image[..., 0] > 0.5) == structure) > 0.98
+        areas.append(int(structure.sum()))
+    # Zoom factors between 1/1.5 and 1.5 change the area by up to 2.25 times either way.
+    assert min(areas) < 200 < 320 < max(areas)
+    assert min(areas) >= 256 / 2.25 - 40
+    assert max(areas) <= 256 * 2.25 + 60
+
+
+def test_no_scale_augmentation_draws_nothing_more():
+    """Scale 0 leaves the random stream as it was: old seeds give the same patches."""
+    annotation = _blobs((64, 64))
+    image = annotation[..., np.newaxis].astype(np.float32)
+    results = [
+        augment_pair(image, annotation, np.random.default_rng(5), **options)
+        for options in ({}, {"scale": 0.0})
+    ]
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -36,8 +36,9 @@ def augment_pair(
     elastic_probability: float = 0.5,
     brightness: float = 0.1,
     contrast: float = 0.2,
+    scale: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply random flips, rotations, elastic deformation and intensity jitter.
+    """Apply random flips, rotations, scaling, elastic deformation and intensity jitter.
 
     Parameters
     ----------
@@ -59,6 +60,11 @@ def augment_pair(
     brightness, contrast : float
         Intensity jitter: the image becomes ``(x - mean) * c + mean + b`` with
         ``c`` in ``1 +- contrast`` and ``b`` in ``+- brightness``.
+    scale : float
+        Random zoom about the patch centre by a factor drawn log-uniformly from
+        ``1 / (1 + scale)`` to ``1 + scale`` (0 = off): structures then appear at other
+        sizes, as they do in images of another pixel size (zoomed-out patches reflect at
+        their border).
 
     Returns
     -------
@@ -77,8 +83,11 @@ def augment_pair(
         annotation = np.rot90(annotation, turns, axes=(0, 1))
     image = np.array(image, dtype=np.float32, order="C")  # a fresh copy, safe to modify
     annotation = np.ascontiguousarray(annotation, dtype=np.uint8)
-    if elastic and elastic_alpha > 0 and rng.random() < elastic_probability:
-        image, annotation = _deform(image, annotation, rng, elastic_alpha, elastic_sigma)
+    zoom = float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(scale))) if scale > 0 else 1.0
+    deform = elastic and elastic_alpha > 0 and rng.random() < elastic_probability
+    if deform or zoom != 1.0:
+        alpha = elastic_alpha if deform else 0.0
+        image, annotation = _warp(image, annotation, rng, zoom, alpha, elastic_sigma)
     if intensity:
         gain = np.float32(1.0 + rng.uniform(-contrast, contrast))
         offset = np.float32(rng.uniform(-brightness, brightness))
@@ -89,21 +98,25 @@ def augment_pair(
     return image, annotation
 
 
-def _deform(
+def _warp(
     image: np.ndarray,
     annotation: np.ndarray,
     rng: np.random.Generator,
+    zoom: float,
     alpha: float,
     sigma: float,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom about the centre by ``zoom`` and deform elastically (``alpha`` > 0) in one pass."""
     shape = annotation.shape
-    dy, dx = (_displacement(shape, rng, alpha, sigma) for _ in range(2))
-    rows, cols = np.meshgrid(
-        np.arange(shape[0], dtype=np.float32),
-        np.arange(shape[1], dtype=np.float32),
-        indexing="ij",
+    rows, cols = (
+        (np.arange(size, dtype=np.float32) - (size - 1) / 2) / np.float32(zoom) + (size - 1) / 2
+        for size in shape
     )
-    coordinates = np.stack([rows + dy, cols + dx])
+    rows, cols = np.meshgrid(rows, cols, indexing="ij")
+    if alpha > 0:
+        rows += _displacement(shape, rng, alpha, sigma)
+        cols += _displacement(shape, rng, alpha, sigma)
+    coordinates = np.stack([rows, cols])
     warped = np.empty_like(image)
     for c in range(image.shape[-1]):
         ndimage.map_coordinates(

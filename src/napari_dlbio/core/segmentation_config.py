@@ -120,6 +120,10 @@ class SegmentationConfig(JsonConfig):
     augment_flips, augment_rotations, augment_elastic, augment_intensity
         Random flips, 90-degree rotations, elastic deformation and brightness/contrast
         changes of training patches.
+    augment_scale
+        Random zoom of training patches by up to ``1 + augment_scale`` in or out (0 = off):
+        a model meant for images of other pixel sizes (another microscope, another lab)
+        sees its structures at other sizes in training.
     patch_size
         Side of the square training patches (a multiple of ``network.size_multiple``).
     batch_size
@@ -162,6 +166,7 @@ class SegmentationConfig(JsonConfig):
     augment_rotations: bool = True
     augment_elastic: bool = True
     augment_intensity: bool = True
+    augment_scale: float = 0.0
     patch_size: int = 256
     batch_size: int = 4
     learning_rate: float = 3e-3
@@ -248,6 +253,10 @@ class SegmentationConfig(JsonConfig):
             0.0 <= self.normalise_low < self.normalise_high <= 100.0,
             "Normalisation percentiles need 0 <= low < high <= 100, "
             f"not low={self.normalise_low}, high={self.normalise_high}.",
+        )
+        check(
+            0.0 <= self.augment_scale <= 1.0,
+            f"Scale augmentation must be between 0 and 1, not {self.augment_scale}.",
         )
         check(
             multiple <= self.patch_size <= MAX_PATCH and self.patch_size % multiple == 0,

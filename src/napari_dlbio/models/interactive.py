@@ -18,7 +18,6 @@ from collections.abc import Generator
 
 import numpy as np
 
-from napari_dlbio.core.augment import make_augmenter
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import (
     BatchEnded,
@@ -35,7 +34,7 @@ from napari_dlbio.models._tf import device_description, load_keras, releasing_tr
 from napari_dlbio.models.batch_norm import recalibrate_batch_norm
 from napari_dlbio.models.losses import MaskedSegmentationLoss
 from napari_dlbio.models.segmentation import fine_tuning_config
-from napari_dlbio.models.segmentation_data import prepare_images
+from napari_dlbio.models.segmentation_data import prepare_images, segmentation_augmenter
 from napari_dlbio.models.store import ModelFolder
 from napari_dlbio.models.training import build_optimizer
 from napari_dlbio.models.unet import build_unet
@@ -210,15 +209,14 @@ class FineTuner:
         self, images: np.ndarray, annotations: np.ndarray, centres: np.ndarray | None = None
     ) -> PatchSampler:
         config = self.config
-        augment = make_augmenter(
-            flips=config.augment_flips,
-            rotations=config.augment_rotations,
-            elastic=config.augment_elastic,
-            intensity=config.augment_intensity,
-        )
         seed = config.seed + self._bursts
         return PatchSampler(
-            images, annotations, config.patch_size, seed=seed, augment=augment, centres=centres
+            images,
+            annotations,
+            config.patch_size,
+            seed=seed,
+            augment=segmentation_augmenter(config),
+            centres=centres,
         )
 
 

@@ -10,7 +10,7 @@ augmented) in a background generator that tf.data prefetches while the network t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,18 +221,12 @@ def training_batches(
     seed
         Seed of this stream (differs between workers of a multi-worker run).
     """
-    augment = make_augmenter(
-        flips=config.augment_flips,
-        rotations=config.augment_rotations,
-        elastic=config.augment_elastic,
-        intensity=config.augment_intensity,
-    )
     sampler = PatchSampler(
         data.images,
         data.train_annotations,
         config.patch_size,
         seed=seed,
-        augment=augment,
+        augment=segmentation_augmenter(config),
         slices=data.train_slices,
     )
     while True:
@@ -298,3 +292,16 @@ def _unsharded() -> tf.data.Options:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
+
+
+def segmentation_augmenter(
+    config: SegmentationConfig,
+) -> Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    """The random changes of training patches that ``config`` switches on."""
+    return make_augmenter(
+        flips=config.augment_flips,
+        rotations=config.augment_rotations,
+        elastic=config.augment_elastic,
+        intensity=config.augment_intensity,
+        scale=config.augment_scale,
+    )
