@@ -1,10 +1,12 @@
 """Headless entry point ``dlbio``: train, predict and evaluate without a screen.
 
 ``dlbio train|predict|evaluate`` dispatch on ``--task`` (training) or on the task recorded
-in the model folder (prediction, evaluation).  Errors meant for the user are printed as one
-clear line with exit code 2; Ctrl+C stops training after the current batch and still saves
-the best weights.  TensorFlow's own C++ log lines (CUDA and CPU feature notices that read
-like errors) stay hidden unless ``--verbose`` is given.
+in the model folder (prediction, evaluation); ``builtin:NAME`` names a model shipped with
+the package wherever a model folder is asked for, and ``dlbio models`` lists them.  Errors
+meant for the user are printed as one clear line with exit code 2; Ctrl+C stops training
+after the current batch and still saves the best weights.  TensorFlow's own C++ log lines
+(CUDA and CPU feature notices that read like errors) stay hidden unless ``--verbose`` is
+given.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from napari_dlbio.core.errors import DlbioError
 
 # The model store refuses larger config.json files too.
 _MAX_CONFIG_BYTES = 10 * 2**20
+_MODEL_HELP = "model folder, or builtin:NAME for a built-in model (see dlbio models)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs")
     train.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
     train.add_argument(
-        "--from", dest="from_model", metavar="MODEL_DIR", help="fine-tune this model"
+        "--from",
+        dest="from_model",
+        metavar="MODEL",
+        help="fine-tune this model folder or built-in model (builtin:NAME)",
     )
     train.add_argument(
         "--weights", help="local backbone weights file (classification transfer learning)"
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose_option(train)
 
     predict = commands.add_parser("predict", help="predict masks or classes with a model folder")
-    predict.add_argument("--model", required=True, help="model folder")
+    predict.add_argument("--model", required=True, help=_MODEL_HELP)
     predict.add_argument("--images", required=True, nargs="+", help="image stack, folder or files")
     predict.add_argument(
         "--out", required=True, help="mask TIFF (segmentation) or CSV (classification)"
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose_option(predict)
 
     evaluate = commands.add_parser("evaluate", help="compare predictions with ground truth")
-    evaluate.add_argument("--model", required=True, help="model folder")
+    evaluate.add_argument("--model", required=True, help=_MODEL_HELP)
     evaluate.add_argument("--images", required=True, help="image stack or class folder")
     evaluate.add_argument("--labels", help="ground-truth label stack (segmentation)")
     evaluate.add_argument("--label-values", help="map label values to classes")
@@ -73,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speck_option(evaluate)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_verbose_option(evaluate)
+
+    models = commands.add_parser("models", help="list the built-in models")
+    models.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    _add_verbose_option(models)
     return parser
 
 
@@ -138,6 +148,8 @@ def _print_any_file_name() -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     from napari_dlbio.cli import classification, segmentation
 
+    if args.command == "models":
+        return _list_builtin_models(args.json)
     if args.command == "train":
         engine = classification if args.task == "classify" else segmentation
         return engine.train(args)
@@ -162,14 +174,38 @@ def _refuse_options_of_the_other_task(args: argparse.Namespace, task: str) -> No
         )
 
 
+def _list_builtin_models(as_json: bool) -> int:
+    """``dlbio models``: name, task, classes, size and summary of every built-in model."""
+    import json
+
+    from napari_dlbio.core.builtin_models import builtin_models
+
+    models = builtin_models()
+    if as_json:
+        sys.stdout.write(json.dumps([model.to_dict() for model in models], indent=2) + "\n")
+        return 0
+    for model in models:
+        classes = ", ".join(model.classes[:4])
+        if len(model.classes) > 4:
+            classes += f" and {len(model.classes) - 4} more"
+        sys.stdout.write(
+            f"{model.reference}\n  {model.summary}\n  {model.task.value}; "
+            f"{len(model.classes)} classes: {classes}; {model.size_bytes / 2**20:.1f} MB\n"
+            f"  card: {model.path / 'README.md'}\n"
+        )
+    if not models:
+        sys.stdout.write("No built-in models are installed.\n")
+    return 0
+
+
 def _model_task(model_dir: str) -> str:
     """The task a model folder was made for, read without loading TensorFlow."""
     import json
-    from pathlib import Path
 
+    from napari_dlbio.core.builtin_models import model_folder_path
     from napari_dlbio.core.errors import ModelFolderError
 
-    config_path = Path(model_dir) / "config.json"
+    config_path = model_folder_path(model_dir) / "config.json"
     try:
         # A regular file of sane size only: a device or a huge file is no model description.
         if not config_path.is_file() or config_path.stat().st_size > _MAX_CONFIG_BYTES:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from napari_dlbio import __version__
+from napari_dlbio.core.builtin_models import model_folder_path, refuse_builtin_destination
 from napari_dlbio.core.config import JsonConfig, Task
 from napari_dlbio.core.errors import ConfigError, ModelFolderError
 from napari_dlbio.models._tf import load_keras
@@ -103,10 +104,11 @@ def check_destination(folder: str | Path) -> Path:
     Raises
     ------
     ModelFolderError
-        ``folder`` exists and is not a model folder (it is never overwritten), or its
-        parent cannot be created or written.
+        ``folder`` exists and is not a model folder (it is never overwritten), lies among
+        the package's built-in models, or its parent cannot be created or written.
     """
     folder = Path(folder)
+    refuse_builtin_destination(folder)
     occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     if occupied and not _is_model_folder(folder):
         raise ModelFolderError(
@@ -134,11 +136,12 @@ def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFold
     Parameters
     ----------
     folder
-        The folder written by :func:`save_model_folder`.
+        The folder written by :func:`save_model_folder`, or ``builtin:NAME`` for a model
+        shipped with the package (its files are first checked against the package's record).
     task
         If given, refuse a model made for another task.
     """
-    folder = Path(folder)
+    folder = model_folder_path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; choose a napari-dlbio model folder.")
     for name in (MODEL_FILE, CONFIG_FILE, HISTORY_FILE, METRICS_FILE):
