@@ -72,6 +72,32 @@ def test_classifier_cam_peaks_on_the_blob(blob_classifier: ModelFolder):
     assert np.mean(hits) >= 0.8
 
 
+def _centred_blob(shape: tuple[int, int]) -> np.ndarray:
+    """A map that knows nothing: a centred Gaussian, sigma a quarter of the side."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    sigma = min(shape) / 4
+    return np.exp(-((yy - (shape[0] - 1) / 2) ** 2 + (xx - (shape[1] - 1) / 2) ** 2) / sigma**2 / 2)
+
+
+def test_classifier_cam_mass_lies_on_the_evidence_not_on_the_centre(
+    blob_classifier: ModelFolder,
+):
+    images, labels, masks = _blob_images(40, seed=4)
+    cam_shares, blob_shares, area_shares = [], [], []
+    for image, mask in zip(images[labels == 1], masks[labels == 1], strict=True):
+        near = binary_dilation(mask, iterations=2)
+        cam = grad_cam(blob_classifier, image, class_index=1)
+        blob = _centred_blob(cam.shape)
+        cam_shares.append(cam[near].sum() / cam.sum())
+        blob_shares.append(blob[near].sum() / blob.sum())
+        area_shares.append(near.mean())
+
+    # Mass share on the disk (and a 2-pixel margin) over the share of the image it covers.
+    concentration = np.mean(cam_shares) / np.mean(area_shares)
+    assert concentration > 3.0
+    assert concentration > 2 * np.mean(blob_shares) / np.mean(area_shares)
+
+
 def test_classifier_cam_has_the_input_image_resolution(blob_classifier: ModelFolder):
     images, _, _ = _blob_images(2, seed=2)
     big = np.kron(images[1], np.ones((3, 2, 1), np.uint8))  # 96 x 64 x 3

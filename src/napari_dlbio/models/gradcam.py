@@ -1,9 +1,30 @@
-"""Grad-CAM: where in an image a network looked to decide for a class.
+"""Class activation maps: where in an image a network looked to decide for a class.
 
 Grad-CAM (Selvaraju et al. 2017) weights the channels of a feature map by the mean gradient
-of a class score and keeps the positive part.  For a classifier the feature map is the last
-one before global pooling (for a keras.applications backbone: its last convolution output)
-and the score is the class logit.
+of a class score and keeps the positive part.  The score is always a logit, not a
+probability: a confident prediction saturates the softmax or sigmoid and its gradient
+vanishes.
+
+Small-CNN classifiers get LayerCAM (Jiang et al. 2021, "LayerCAM: Exploring Hierarchical Class
+Activation Maps for Localization", IEEE TIP): at every position, the features times the
+positive part of their gradient, summed over channels, read at the outputs of the last two
+blocks (the ReLUs ``block{N}_conv{M}_relu``; for the built-in leaf network's 128-pixel input
+those are 16 x 16 and 8 x 8), each map scaled to [0, 1], resized to the finer one and fused by
+element-wise maximum.  Measured with ``benchmarks/classifier_quality.py --model`` on 180
+PlantVillage photos held out of training (a 15-class model trained with the built-in recipe's
+network, 79 % accurate on them): the Grad-CAM this module used before put 1.25 times the
+leaf's area share of its mass on the leaf (its strongest fifth of pixels: 66 % on the leaf),
+LayerCAM puts 1.30 times (69 %; more on 146 of the 180 photos), and a centred Gaussian that
+knows nothing about the photo 1.58 times (86 %).  Finer maps did not close that gap: the
+block-3 map alone scored 1.20, averaging maps over shifts or flips moved the figure by at most
+0.01, and on subsets of the same photos the gradient-free occlusion and Score-CAM maps scored
+no higher than LayerCAM.  This model takes much of its evidence from the leaf's outline, its
+shadow and the background next to it, and a map confined to the leaf would misreport it.  On a
+two-class toy task (a bright disk on noise, the tests' classifier) both methods keep 4.5 to 5
+times the disk's area share of their mass on it, Grad-CAM a little more: its negative weights
+cancel the noise's features, which LayerCAM drops.  Classifiers with a keras.applications
+backbone keep Grad-CAM on the backbone's last feature map.  Classifier maps are resized to the
+input image and scaled to [0, 1] between their lowest and highest value.
 
 For a U-Net the score is the mean logit of the class over a region (Vinogradova et al. 2020,
 "Towards interpretable semantic segmentation via gradient-weighted class activation
@@ -13,13 +34,12 @@ features are weighted by their gradient position by position (HiResCAM, Draelos 
 2020) instead of by its spatial mean: measured on a toy U-Net with two identical objects,
 the mean weights spread the explanation of one object's region over every similar object
 and the image border, while the position-wise weights kept 98 % of it on the chosen object.
-Logits rather than probabilities are used because a confident prediction saturates the
-softmax or sigmoid and its gradient vanishes.  Maps are resized to the input image and
-scaled to [0, 1] between their lowest and highest value.
+U-Net maps are resized to the input image and divided by their highest value.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from typing import Any
 
@@ -36,6 +56,10 @@ keras = load_keras()
 
 # One compiled Grad-CAM function per Keras model: tracing costs far more than one map.
 _CAM_STEPS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+LAYERCAM_BLOCKS = 2
+"""How many of the small CNN's last blocks LayerCAM reads and fuses."""
+_BLOCK_OUTPUT = re.compile(r"block(\d+)_conv\d+_relu")
 
 
 def grad_cam(
@@ -97,8 +121,8 @@ def _classifier_cam(model: ModelFolder, image: np.ndarray, class_index: int | No
     batch = to_input_image(image, config.input_size, config.input_channels)[None]
     step = _classifier_step(model.model)
     index = -1 if class_index is None else _checked_class(class_index, config.n_classes)
-    cam = step(tf.convert_to_tensor(batch, tf.float32), tf.constant(index, tf.int32))
-    return _to_image(cam.numpy(), image.shape[:2])
+    maps = step(tf.convert_to_tensor(batch, tf.float32), tf.constant(index, tf.int32))
+    return _unit_range(_resized(_fused([found.numpy() for found in maps]), image.shape[:2]))
 
 
 def _classifier_step(model: Any) -> Any:
@@ -106,14 +130,18 @@ def _classifier_step(model: Any) -> Any:
     if step is not None:
         return step
     features, pooled, dense = _classifier_parts(model)
-    cam_model = keras.Model(model.inputs, [features, pooled])
+    # LayerCAM on the small CNN's last blocks; Grad-CAM on a backbone's last feature map.
+    feature_maps, weigh = _block_outputs(model), _layer_map
+    if not feature_maps:
+        feature_maps, weigh = [features], _weighted_map
+    cam_model = keras.Model(model.inputs, [*feature_maps, pooled])
     model_ref = weakref.ref(dense)
 
     @tf.function(reduce_retracing=True)
     def step(batch: Any, class_index: Any) -> Any:
         head = model_ref()
         with tf.GradientTape() as tape:
-            feature_map, vector = cam_model(batch, training=False)
+            *maps, vector = cam_model(batch, training=False)
             # The logit, not the softmax probability: a confident prediction's probability
             # saturates and its gradient vanishes.
             logits = tf.matmul(vector, head.kernel) + head.bias
@@ -121,11 +149,27 @@ def _classifier_step(model: Any) -> Any:
                 class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index
             )
             score = logits[0, chosen]
-        gradients = tape.gradient(score, feature_map)
-        return _weighted_map(feature_map[0], gradients[0])
+        gradients = tape.gradient(score, maps)
+        return [weigh(found[0], slope[0]) for found, slope in zip(maps, gradients, strict=True)]
 
     _CAM_STEPS[model] = step
     return step
+
+
+def _block_outputs(model: Any) -> list[Any]:
+    """The small CNN's last :data:`LAYERCAM_BLOCKS` block outputs, finest first.
+
+    A block's output is the ReLU of its last convolution (``block{N}_conv{M}_relu``, as
+    :func:`napari_dlbio.models.classifier.build_classifier` names them).  Empty for any
+    other network, a keras.applications backbone included.
+    """
+    outputs: dict[int, Any] = {}
+    for layer in model.layers:
+        match = _BLOCK_OUTPUT.fullmatch(layer.name)
+        if match:
+            # Layers come in network order: a block's last convolution is written last.
+            outputs[int(match[1])] = layer.output
+    return [outputs[block] for block in sorted(outputs)[-LAYERCAM_BLOCKS:]]
 
 
 def _classifier_parts(model: Any) -> tuple[Any, Any, Any]:
@@ -228,13 +272,24 @@ def _weighted_map(feature_map: Any, gradients: Any) -> Any:
     return tf.nn.relu(tf.reduce_sum(feature_map * weights, axis=-1))
 
 
+def _layer_map(feature_map: Any, gradients: Any) -> Any:
+    """LayerCAM: the features times the positive part of their gradient, summed, ``(h, w)``."""
+    return tf.reduce_sum(feature_map * tf.nn.relu(gradients), axis=-1)
+
+
+def _fused(maps: list[np.ndarray]) -> np.ndarray:
+    """Element-wise maximum of the maps, each resized to the finest and scaled to [0, 1]."""
+    finest = max((m.shape for m in maps), key=lambda shape: shape[0] * shape[1])
+    return np.max([_unit_range(_resized(found, finest)) for found in maps], axis=0)
+
+
 def _elementwise_map(feature_map: Any, gradients: Any) -> Any:
     """ReLU of the features times their gradient, position by position, ``(h, w)``."""
     return tf.nn.relu(tf.reduce_sum(feature_map * gradients, axis=-1))
 
 
-def _to_image(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return _scaled(resize(cam, shape, order=1, mode="edge", anti_aliasing=False))
+def _resized(cam: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return resize(cam, shape, order=1, mode="edge", anti_aliasing=False)
 
 
 def _scaled(cam: np.ndarray) -> np.ndarray:
@@ -242,6 +297,15 @@ def _scaled(cam: np.ndarray) -> np.ndarray:
     spread thinly over the whole image, and only its variation says where it is strongest."""
     cam = np.maximum(np.nan_to_num(cam.astype(np.float32)), 0.0)
     low, high = float(cam.min(initial=0.0)), float(cam.max(initial=0.0))
+    if high <= low:
+        return np.zeros_like(cam)
+    return np.clip((cam - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _unit_range(cam: np.ndarray) -> np.ndarray:
+    """``cam`` shifted and scaled so that its lowest value is 0 and its highest 1."""
+    cam = np.nan_to_num(cam.astype(np.float32))
+    low, high = float(cam.min()), float(cam.max())
     if high <= low:
         return np.zeros_like(cam)
     return np.clip((cam - low) / (high - low), 0.0, 1.0).astype(np.float32)
