@@ -157,6 +157,34 @@ def test_evaluate_skips_a_class_the_model_never_saw(
     assert report["classes"]["Potato___healthy"]["support"] == 3
 
 
+def test_train_from_a_model_of_other_classes_learns_the_folders_classes(
+    trained: dict, plantvillage_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    folder = tmp_path / "my classes"
+    new = ("Pepper__bell___healthy", "Potato___healthy", "Tomato_Leaf_Mold")
+    for name in new:
+        (folder / name).mkdir(parents=True)
+        for photo in sorted((plantvillage_dir / name).glob("*.JPG"))[:6]:
+            (folder / name / photo.name).write_bytes(photo.read_bytes())
+    settings = tmp_path / "short.json"
+    settings.write_text(json.dumps({"epochs": 1, "fine_tune_epochs": 1, "batch_size": 8}))
+    model = tmp_path / "transferred"
+
+    code, stdout, stderr = _run(
+        capsys, "train", "--task", "classify", "--images", folder, "--from", trained["model"],
+        "--config", settings, "--out", model,
+    )  # fmt: skip
+
+    assert code == 0, stderr
+    assert stdout.startswith(f"Saved {model}")
+    assert "classes the model never learned (Pepper__bell___healthy, Tomato_Leaf_Mold;" in stderr
+    assert "a new top is trained for your 3 classes" in stderr
+    assert "epoch 2/2" in stderr
+    config = json.loads((model / "config.json").read_text())["config"]
+    assert tuple(config["class_names"]) == new
+    assert config["input_size"] == TINY["input_size"]
+
+
 def test_single_class_folder_is_a_clear_error(
     leaf_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

@@ -21,6 +21,7 @@ from napari_dlbio.core.events import (
     TrainingStarted,
     run_to_end,
 )
+from napari_dlbio.models._tf import load_keras
 from napari_dlbio.models.classification import (
     PREDICT_BATCH,
     evaluate_classifier,
@@ -29,6 +30,7 @@ from napari_dlbio.models.classification import (
     predict_classifier,
     train_classifier,
 )
+from napari_dlbio.models.classifier import POOLING_LAYER
 from napari_dlbio.models.store import load_model_folder, save_model_folder
 
 TINY = ClassifierConfig(
@@ -181,7 +183,7 @@ def test_time_budget_ends_training(batch_clock):
 def test_fine_tuning_keeps_the_models_classes_and_normalisation(trained):
     _, first = trained
     images, labels = _colour_images(30, seed=4)
-    other = TINY.replace(class_names=("x", "y", "z"), input_size=64, epochs=1)
+    other = TINY.replace(input_size=64, epochs=1)
 
     result = train_classifier(images, labels, other, initial=first.model)
 
@@ -192,6 +194,109 @@ def test_fine_tuning_keeps_the_models_classes_and_normalisation(trained):
     assert config.epochs == 1
     # Starting from trained weights, one epoch keeps the colours apart.
     assert result.model.metrics["val_accuracy"] >= 0.9
+
+
+def _body(model: object) -> dict[str, list[np.ndarray]]:
+    """The weights of every layer before the global pooling, by layer name."""
+    body = {}
+    for layer in model.layers:
+        if layer.name == POOLING_LAYER:
+            return body
+        body[layer.name] = [np.array(weight) for weight in layer.get_weights()]
+    raise AssertionError("no pooling layer")
+
+
+def _same(a: dict[str, list[np.ndarray]], b: dict[str, list[np.ndarray]]) -> bool:
+    return a.keys() == b.keys() and all(
+        np.array_equal(x, y) for name in a for x, y in zip(a[name], b[name], strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def red_or_green():
+    """A tiny classifier of two classes, A (red) and B (green)."""
+    images, labels = _colour_images(40)
+    keep = labels < 2
+    config = TINY.replace(class_names=("A", "B"))
+    return train_classifier(images[keep], labels[keep], config).model
+
+
+def test_transfer_to_new_classes_keeps_the_body_and_trains_a_new_top(red_or_green):
+    keras = load_keras()
+    snapshots: list[dict[str, list[np.ndarray]]] = []
+
+    class BodySnapshots(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            snapshots.append(_body(self.model))
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            snapshots.append(_body(self.model))
+
+    images, labels = _colour_images(48, seed=5)
+    config = TINY.replace(
+        class_names=("C", "D", "E"),
+        input_size=64,
+        epochs=4,
+        fine_tune_epochs=2,
+        early_stopping_patience=None,
+        # 20 steps of a new top on a body trained for 3 epochs need a brisk rate.
+        learning_rate=1e-2,
+    )
+    events: list = []
+    result = run_to_end(
+        iter_train_classifier(
+            images, labels, config, initial=red_or_green, callbacks=[BodySnapshots()]
+        ),
+        events.append,
+    )
+
+    model = result.model
+    assert model.config.class_names == ("C", "D", "E")
+    assert model.config.input_size == 32
+    assert model.config.channel_mean == red_or_green.config.channel_mean
+    assert model.model.output_shape == (None, 3)
+    notices = [event.text for event in events if isinstance(event, Notice)]
+    assert (
+        "Starting from the current model: its network is kept, a new top is trained for "
+        "your 3 classes (C, D, E), then the whole network is fine-tuned."
+    ) in notices
+    assert any(text.startswith("Fine-tuning the whole small CNN") for text in notices)
+    start = _body(red_or_green.model)
+    # Training begins, ends 4 frozen epochs, begins and ends 2 fine-tuning epochs.
+    assert len(snapshots) == 1 + 4 + 1 + 2
+    assert all(_same(snapshot, start) for snapshot in snapshots[:6])
+    tuned = snapshots[-1]
+    assert not np.array_equal(tuned["block1_conv1"][0], start["block1_conv1"][0])
+    # Batch norm stays in inference mode: its moving statistics are never updated.
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(tuned["block1_conv1_bn"], start["block1_conv1_bn"], strict=True)
+    )
+    assert model.metrics["val_accuracy"] >= 0.9
+    assert all(layer.trainable for layer in model.model.layers)
+
+
+def test_fine_tuning_on_some_of_the_models_classes_keeps_them_all(trained):
+    _, first = trained
+    images, labels = _colour_images(30, seed=6)
+    keep = labels != 1
+    # Indices into the names given here, in another order than the model's.
+    subset = np.where(labels[keep] == 2, 0, 1)
+    config = TINY.replace(class_names=("class 2", "class 0"), epochs=1)
+    events: list = []
+
+    result = run_to_end(
+        iter_train_classifier(images[keep], subset, config, initial=first.model), events.append
+    )
+
+    assert result.model.config.class_names == ("class 0", "class 1", "class 2")
+    validation = result.model.metrics["validation"]["classes"]
+    assert validation["class 1"]["support"] == 0
+    assert validation["class 0"]["support"] > 0
+    assert validation["class 2"]["support"] > 0
+    assert result.model.metrics["val_accuracy"] >= 0.9
+    notices = [event.text for event in events if isinstance(event, Notice)]
+    assert any("show only 2 of them; it keeps class 1" in text for text in notices)
 
 
 def test_unbalanced_classes_get_weights_in_the_notice():

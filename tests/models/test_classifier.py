@@ -11,7 +11,7 @@ from napari_dlbio.core.classifier_config import Backbone, ClassifierConfig, Norm
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import ConfigError, InputDataError
 from napari_dlbio.models._tf import load_keras
-from napari_dlbio.models.classifier import build_classifier, set_backbone_trainable
+from napari_dlbio.models.classifier import build_classifier, set_body_trainable
 from napari_dlbio.models.store import load_model_folder, save_model_folder
 
 keras = load_keras()
@@ -42,6 +42,21 @@ def test_small_cnn_shape_follows_the_config():
     assert [conv.filters for conv in convs] == [4, 4, 8, 8, 16, 16, 32, 32]
     # Stride 2, then three poolings: the last feature map is 64 / 16 = 4 pixels wide.
     assert tuple(convs[-1].output.shape[1:3]) == (4, 4)
+
+
+def test_freezing_the_body_leaves_only_the_top_to_train():
+    model = build_classifier(SMALL)
+    head = {id(weight) for weight in model.get_layer("class_probabilities").trainable_weights}
+
+    set_body_trainable(model, False)
+    frozen = {id(weight) for weight in model.trainable_weights}
+    set_body_trainable(model, True)
+    unfrozen = [layer for layer in model.layers if layer.trainable_weights]
+
+    assert frozen == head
+    assert model.get_layer("block1_conv1").trainable
+    # Batch norm stays frozen, so it keeps running in inference mode while fine-tuning.
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in unfrozen)
 
 
 def test_recorded_statistics_normalise_inside_the_model():
@@ -114,9 +129,9 @@ def test_backbone_weights_come_from_a_local_file(mobilenet_weights: tuple[Path, 
         np.array_equal(a, b)
         for a, b in zip(fresh.get_layer("backbone").get_weights(), expected, strict=True)
     )
-    assert set_backbone_trainable(model, False)
+    set_body_trainable(model, False)
     assert model.get_layer("backbone").trainable_weights == []
-    assert not set_backbone_trainable(build_classifier(SMALL), False)
+    assert model.get_layer("class_probabilities").trainable_weights
 
 
 def test_weights_that_do_not_fit_the_backbone_are_refused(tmp_path: Path):

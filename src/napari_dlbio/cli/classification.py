@@ -37,7 +37,12 @@ if TYPE_CHECKING:
 
 
 def train(args: argparse.Namespace) -> int:
-    """``dlbio train --task classify``: read a class folder, train, save the model folder."""
+    """``dlbio train --task classify``: read a class folder, train, save the model folder.
+
+    With ``--from``, a folder of the model's classes (all or some) fine-tunes it; a folder
+    with any class the model never learned trains a new top for the folder's classes on
+    the model's network (transfer learning).
+    """
     from napari_dlbio.models.classification import iter_train_classifier
     from napari_dlbio.models.store import check_destination, load_model_folder, save_model_folder
 
@@ -45,13 +50,12 @@ def train(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     initial = load_model_folder(args.from_model, Task.CLASSIFICATION) if args.from_model else None
     config = _training_config(args, initial)
-    data = load_class_folder(args.images, config.input_size, config.input_channels)
-    if initial is None:
-        config = config.replace(class_names=data.class_names)
-        labels = data.class_indices
-        images = data.images
-    else:
-        images, labels = _known_classes(data, config.class_names, printer)
+    network = config if initial is None else initial.config  # --from keeps its input
+    data = load_class_folder(args.images, network.input_size, network.input_channels)
+    # The engine reads the indices in these names and decides: fine-tune or a new top.
+    config = config.replace(class_names=data.class_names)
+    if initial is not None:
+        _say_if_new_classes(data.class_names, initial.config.class_names, printer)
     if data.skipped:
         printer(Notice(skipped_text(data.skipped)))
     out = Path(args.out)
@@ -60,8 +64,8 @@ def train(args: argparse.Namespace) -> int:
     with cancel_on_interrupt(cancel):
         result = run_to_end(
             iter_train_classifier(
-                images,
-                labels,
+                data.images,
+                data.class_indices,
                 config,
                 cancel=cancel,
                 initial=initial,
@@ -153,6 +157,21 @@ def _training_config(args: argparse.Namespace, initial: Any) -> ClassifierConfig
     if args.time_budget is not None:
         changes["time_budget_s"] = args.time_budget
     return config.replace(**changes) if changes else config
+
+
+def _say_if_new_classes(
+    folder_classes: Sequence[str], model_classes: Sequence[str], printer: ProgressPrinter
+) -> None:
+    """Tell the user why the model gets a new top: the folder's classes it never learned."""
+    new = [name for name in folder_classes if name not in model_classes]
+    if new:
+        printer(
+            Notice(
+                f"The image folder has classes the model never learned "
+                f"({', '.join(new)}; the model knows {', '.join(model_classes)}), so the "
+                f"model is transferred to the folder's {len(folder_classes)} classes."
+            )
+        )
 
 
 def _known_classes(

@@ -87,8 +87,8 @@ class ClassifierConfig(JsonConfig):
         Adam optimiser settings; for a pretrained backbone ``epochs`` trains the new head
         with the backbone frozen.
     fine_tune_epochs
-        Pretrained backbone only: further epochs with the backbone unfrozen, at a tenth of
-        ``learning_rate``.
+        Transfer learning only (a pretrained backbone, or a trained classifier given new
+        classes): further epochs with the network unfrozen, at a tenth of ``learning_rate``.
     validation_fraction
         Share of each class held out for validation (stratified).
     early_stopping_patience

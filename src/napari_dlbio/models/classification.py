@@ -4,7 +4,10 @@ Images are brought to the input size once, as uint8, and kept in memory; tf.data
 batches and augments them on the fly (flips, 90-degree rotations, zoom, brightness) outside
 the network, so the saved model holds only standard layers and predicts exactly what it
 validated.  A pretrained backbone is trained in two phases: the new head with the backbone
-frozen, then everything at a tenth of the learning rate.
+frozen, then everything at a tenth of the learning rate.  Starting from a trained classifier
+whose classes differ from the images' (transfer learning, e.g. from ``builtin:plantvillage-15``)
+takes the same two phases: its network body is kept with its weights, input size and
+normalisation, and a new top learns the new classes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlbio.core.builtin_models import BUILTIN_PREFIX, builtin_name
 from napari_dlbio.core.class_dataset import (
     channel_statistics,
     class_weights,
@@ -47,7 +51,7 @@ from napari_dlbio.core.events import (
 )
 from napari_dlbio.core.metrics import classification_report
 from napari_dlbio.models._tf import load_keras, load_tensorflow
-from napari_dlbio.models.classifier import build_classifier, set_backbone_trainable
+from napari_dlbio.models.classifier import HEAD_LAYER, build_classifier, set_body_trainable
 from napari_dlbio.models.distribute import choose_strategy
 from napari_dlbio.models.store import ModelFolder
 from napari_dlbio.models.training import Clock, CosineDecay, FitResult, iter_fit
@@ -57,7 +61,7 @@ keras = load_keras()
 
 # Images per network call at prediction time.
 PREDICT_BATCH = 64
-# Fine-tuning a pretrained backbone uses this fraction of the head's learning rate.
+# Fine-tuning a pretrained body uses this fraction of the head's learning rate.
 FINE_TUNE_LR_FACTOR = 0.1
 # The learning rate decays to this fraction of its start value.
 MIN_RATE_FACTOR = 0.01
@@ -123,8 +127,14 @@ def iter_train_classifier(
     cancel
         Stops training after the current batch; the best weights so far are kept.
     initial
-        Fine-tune this classifier: its network, classes, input size and normalisation are
-        kept; the training settings come from ``config``.
+        Start from this classifier: its network, input size and normalisation are kept;
+        the training settings come from ``config``.  When ``config.class_names`` are empty
+        or all among its classes, it is fine-tuned on its own classes (the indices are
+        read in ``config.class_names`` and renumbered into its order; classes without images
+        stay in the model).  Any other class name means transfer learning: a new top for
+        ``config.class_names`` is trained with the rest of the network frozen for
+        ``config.epochs``, then everything for ``config.fine_tune_epochs`` at a tenth of the
+        learning rate.
     backbone_weights
         Local weights file for a keras.applications backbone (see
         :func:`~napari_dlbio.models.classifier.build_classifier`).  With it, the head is
@@ -156,15 +166,18 @@ def iter_train_classifier(
     ModelFolderError
         When ``initial`` is not a classification model.
     """
-    if initial is not None:
-        config = fine_tuning_config(config, initial)
-        backbone_weights = None
     labels = np.asarray(class_indices)
+    new_top = False
+    if initial is not None:
+        config, labels, new_top = _start_from(config, labels, len(images), initial)
+        backbone_weights = None
     config = _with_class_names(config, labels, len(images))
     labels = labels.astype(np.int64)
     data = to_input_images(images, config.input_size, config.input_channels)
     train, validation = stratified_split(labels, config.validation_fraction, config.seed)
     config, notes = _normalisation(config, data[train], initial, backbone_weights)
+    if initial is not None:
+        notes.extend(_start_notes(config, initial, new_top, labels))
     for note in notes:
         yield Notice(note)
     weights = class_weights(labels[train], config.n_classes) if config.class_weights else None
@@ -175,7 +188,7 @@ def iter_train_classifier(
     with strategy.scope():
         model = build_classifier(config, backbone_weights)
         if initial is not None:
-            model.set_weights(initial.model.get_weights())
+            _copy_weights(initial.model, model, new_top)
     train_data = _training_dataset(data[train], labels[train], weights, config, batch_size)
     validation_data = (
         _validation_dataset(data[validation], labels[validation], batch_size)
@@ -191,10 +204,12 @@ def iter_train_classifier(
         "extra_callbacks": tuple(callbacks),
         "clock": clock,
     }
-    transfer = backbone_weights is not None and config.backbone is not Backbone.SMALL_CNN
+    transfer = new_top or (
+        backbone_weights is not None and config.backbone is not Backbone.SMALL_CNN
+    )
     head_budget = config.time_budget_s
     if transfer:
-        set_backbone_trainable(model, False)
+        set_body_trainable(model, False)
         if head_budget is not None:
             # The frozen and the fine-tuning phase share the budget like their epochs.
             head_budget *= config.epochs / (config.epochs + config.fine_tune_epochs)
@@ -203,6 +218,8 @@ def iter_train_classifier(
     )
     if transfer and _may_fine_tune(fit, config, cancel):
         fit = yield from _fine_tune(model, strategy, train_data, fit, config, fit_options)
+    for layer in model.layers:
+        layer.trainable = True  # saved like any other model
     metrics = _training_metrics(model, config, data[validation], labels[validation], fit)
     metrics["training_images"] = image_fingerprints(data[train])
     overfitting = _overfitting(fit, metrics)
@@ -361,6 +378,73 @@ def evaluate_classifier(
 def model_probabilities(model: Any, batch: np.ndarray) -> np.ndarray:
     """Softmax output of a classifier for a uint8 batch at its input size."""
     return model(tf.convert_to_tensor(batch, tf.float32), training=False).numpy()
+
+
+def _start_from(
+    config: ClassifierConfig, labels: np.ndarray, n_images: int, initial: ModelFolder
+) -> tuple[ClassifierConfig, np.ndarray, bool]:
+    """The config and class indices to train from ``initial``, and whether it needs a new top.
+
+    Class names that ``initial`` knows (all, some, or none given) fine-tune it on its own
+    classes, with the indices renumbered into its class order; any other name means a new
+    top for ``config.class_names``.
+    """
+    known = classifier_config(initial).class_names
+    tuned = fine_tuning_config(config, initial)
+    names = config.class_names
+    if not set(names) <= set(known):
+        return tuned.replace(class_names=names), labels, True
+    if names and labels.size:
+        _check_labels(labels, n_images, len(names))
+        labels = np.array([known.index(name) for name in names])[labels]
+    return tuned, labels, False
+
+
+def _start_notes(
+    config: ClassifierConfig, initial: ModelFolder, new_top: bool, labels: np.ndarray
+) -> list[str]:
+    """What happens to ``initial``: a new top, or fine-tuning with classes left without images."""
+    names = config.class_names
+    if new_top:
+        then = (
+            "then the whole network is fine-tuned"
+            if config.fine_tune_epochs > 0
+            else "and the network itself stays as it is (fine_tune_epochs is 0)"
+        )
+        return [
+            f"Starting from {_model_label(initial)}: its network is kept, a new top is trained "
+            f"for your {len(names)} classes ({', '.join(names)}), {then}."
+        ]
+    missing = [names[i] for i in np.setdiff1d(np.arange(len(names)), labels)]
+    if not missing:
+        return []
+    return [
+        f"Fine-tuning {_model_label(initial)} on its own {len(names)} classes, but these "
+        f"images show only {len(names) - len(missing)} of them; it keeps "
+        f"{', '.join(missing)}, which it may come to predict less often."
+    ]
+
+
+def _model_label(model: ModelFolder) -> str:
+    """How notices name a model: ``builtin:NAME``, its folder, or "the current model"."""
+    name = builtin_name(model.path)
+    if name is not None:
+        return BUILTIN_PREFIX + name
+    return str(model.path) if model.path is not None else "the current model"
+
+
+def _copy_weights(source: Any, target: Any, new_top: bool) -> None:
+    """Every weight of ``source`` into ``target``, or every one but the top's for a new top."""
+    if not new_top:
+        target.set_weights(source.get_weights())
+        return
+    for layer in target.layers:
+        if layer.name != HEAD_LAYER:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    # A random top on trained features (activations up to ~10) starts confidently wrong and
+    # needs many steps to recover; a zero top starts at equal probabilities.
+    head = target.get_layer(HEAD_LAYER)
+    head.set_weights([np.zeros_like(weight) for weight in head.get_weights()])
 
 
 def _with_class_names(
@@ -575,7 +659,7 @@ def _fine_tune(
     config: ClassifierConfig,
     fit_options: dict[str, Any],
 ) -> Generator[Event, None, FitResult]:
-    """Unfreeze the backbone and train on; keep the head-only weights if they were better."""
+    """Unfreeze the body and train on; keep the head-only weights if they were better."""
     yield Notice(
         f"Fine-tuning the whole {config.backbone.value} for up to {config.fine_tune_epochs} "
         f"epochs at learning rate {config.learning_rate * FINE_TUNE_LR_FACTOR:g}."
@@ -583,7 +667,7 @@ def _fine_tune(
     monitor = "val_loss" if fit_options["validation_data"] is not None else "loss"
     head_best = min(head.history.get(monitor, [math.inf]))
     head_weights = model.get_weights()
-    set_backbone_trainable(model, True)
+    set_body_trainable(model, True)
     offset = len(head.history.get("loss", []))
     budget = None if config.time_budget_s is None else config.time_budget_s - head.seconds
     job = _phase(

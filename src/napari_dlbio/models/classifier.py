@@ -5,7 +5,8 @@ Every network takes pixel values 0-255 (float) and starts with the normalisation
 records, so a saved model needs nothing else to predict.  Only standard Keras layers are
 used (no ``Lambda``), so models load with safe mode on.  A backbone is one nested layer
 (named :data:`BACKBONE_LAYER`) whose weights can come from a local file; nothing is ever
-downloaded.
+downloaded.  Every layer before the global pooling is the network's *body*, which transfer
+learning freezes while a new top (:data:`HEAD_LAYER`) learns new classes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ keras = load_keras()
 
 BACKBONE_LAYER = "backbone"
 POOLING_LAYER = "pooling"
+HEAD_LAYER = "class_probabilities"
 _MAX_FILTERS = 256
 # What keras.applications multiplies into EfficientNet's stem when it loads ImageNet weights
 # itself (see tensorflow/tensorflow#49930); we load the file ourselves, so we apply it too.
@@ -66,19 +68,25 @@ def build_classifier(config: ClassifierConfig, backbone_weights: str | Path | No
         activation="softmax",
         kernel_regularizer=regulariser,
         kernel_initializer=keras.initializers.GlorotUniform(seed=config.seed),
-        name="class_probabilities",
+        name=HEAD_LAYER,
     )(x)
     return keras.Model(inputs, outputs, name=_model_name(config))
 
 
-def set_backbone_trainable(model: Any, trainable: bool) -> bool:
-    """Freeze or unfreeze the backbone of ``model``; return whether it has one."""
-    try:
-        backbone = model.get_layer(BACKBONE_LAYER)
-    except ValueError:
-        return False
-    backbone.trainable = trainable
-    return True
+def set_body_trainable(model: Any, trainable: bool) -> None:
+    """Freeze or unfreeze the body of ``model``: every layer before the global pooling.
+
+    Batch normalisation stays in inference mode in both cases, as the Keras
+    transfer-learning guide advises, so that a few small batches of new images do not
+    overwrite the statistics the weights were learnt with: a keras.applications backbone
+    is called with ``training=False``, and the small CNN's batch-norm layers are never
+    unfrozen here (in Keras 3 a frozen batch-norm layer uses its moving statistics and
+    updates nothing).  Freezing needs a new ``compile`` to take effect.
+    """
+    for layer in model.layers:
+        if layer.name == POOLING_LAYER:
+            return
+        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def _model_name(config: ClassifierConfig) -> str:
