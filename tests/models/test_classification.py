@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,26 @@ def test_a_classifier_that_learned_its_images_by_heart_is_reported():
     run_to_end(iter_train_classifier(noise, labels, config), events.append)
     notices = [event.text for event in events if isinstance(event, Notice)]
     assert any("overfitting" in text for text in notices), notices
+
+
+def test_test_time_augmentation_gives_a_photo_one_answer_in_every_orientation(trained):
+    """With it, a turned or mirrored photo gets exactly the probabilities of the original."""
+    _, result = trained
+    images, _ = _colour_images(6, seed=4, size=32)
+    images[:, :8] = 0  # a dark band on top: the orientation now matters to the network
+    plain = result.model
+    averaged = replace(plain, config=plain.config.replace(test_time_augmentation=True))
+
+    def probabilities(model, views):
+        return predict_classifier(model, views).probabilities
+
+    turned, mirrored = np.rot90(images, 1, axes=(1, 2)), images[:, :, ::-1]
+    upright = probabilities(averaged, images)
+    assert np.allclose(probabilities(averaged, turned), upright, atol=1e-5)
+    assert np.allclose(probabilities(averaged, mirrored), upright, atol=1e-5)
+    # The average of the 8 views the plain model sees one by one.
+    views = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
+    views += [view[:, :, ::-1] for view in views]
+    expected = np.mean([probabilities(plain, view) for view in views], axis=0)
+    assert np.allclose(upright, expected, atol=1e-5)
+    assert not np.allclose(probabilities(plain, turned), probabilities(plain, images), atol=1e-5)

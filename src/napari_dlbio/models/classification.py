@@ -328,7 +328,9 @@ def iter_predict_classifier(
             return None
         chunk = slice(index * PREDICT_BATCH, (index + 1) * PREDICT_BATCH)
         batch = to_input_images(images[chunk], config.input_size, config.input_channels)
-        probabilities[chunk] = model_probabilities(model.model, batch)
+        probabilities[chunk] = model_probabilities(
+            model.model, batch, config.test_time_augmentation
+        )
         seen[chunk] = [fingerprint in trained_on for fingerprint in image_fingerprints(batch)]
         yield TileDone(index + 1, total)
     yield Finished(RunState.DONE)
@@ -375,9 +377,19 @@ def evaluate_classifier(
     return classification_report(labels, prediction.predicted, config.class_names)
 
 
-def model_probabilities(model: Any, batch: np.ndarray) -> np.ndarray:
-    """Softmax output of a classifier for a uint8 batch at its input size."""
-    return model(tf.convert_to_tensor(batch, tf.float32), training=False).numpy()
+def model_probabilities(
+    model: Any, batch: np.ndarray, all_orientations: bool = False
+) -> np.ndarray:
+    """Softmax output of a classifier for a uint8 batch at its (square) input size.
+
+    With ``all_orientations`` the mean over the batch's 8 flips and quarter turns
+    (``ClassifierConfig.test_time_augmentation``).
+    """
+    if not all_orientations:
+        return model(tf.convert_to_tensor(batch, tf.float32), training=False).numpy()
+    turned = [np.rot90(batch, turns, axes=(1, 2)) for turns in range(4)]
+    views = [view for image in turned for view in (image, image[:, :, ::-1])]
+    return np.mean([model_probabilities(model, np.ascontiguousarray(v)) for v in views], axis=0)
 
 
 def _start_from(
@@ -757,7 +769,9 @@ def _training_metrics(
         return metrics
     predicted = np.concatenate(
         [
-            model_probabilities(model, images[start : start + PREDICT_BATCH]).argmax(axis=1)
+            model_probabilities(
+                model, images[start : start + PREDICT_BATCH], config.test_time_augmentation
+            ).argmax(axis=1)
             for start in range(0, labels.size, PREDICT_BATCH)
         ]
     )
