@@ -8,6 +8,7 @@ import pytest
 from napari_dlbio._widgets._metrics_panel import AS_MASK
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.predict_widget import CURRENT_SLICE, WHOLE_STACK, PredictWidget
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 
 pytestmark = pytest.mark.gui
@@ -90,3 +91,25 @@ def test_cancel_leaves_the_layers_as_they_were(viewer, isbi, tiny_unet, finish) 
     assert widget.predict_button.isEnabled()
     assert not widget.cancel_button.isEnabled()
     assert "Cancelled" in widget.status_label.text()
+
+
+def test_before_any_training_predict_uses_the_built_in_model(
+    viewer, isbi, finish, shown_errors
+) -> None:
+    image, truth = isbi
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.select(image)
+    assert widget.model_combo.currentText() == "built-in em-membranes"
+    viewer.dims.set_point(0, 2)
+    widget.scope_combo.setCurrentText(CURRENT_SLICE)
+    widget.predict_button.click()
+    finish(widget)
+    assert shown_errors() == []
+    mask = viewer.layers["ISBI 2012 EM mask"].data[0] == 1
+    membrane = truth.data[2] == 2
+    assert np.count_nonzero(mask & membrane) / np.count_nonzero(mask | membrane) > 0.7
+    # The loaded model joins the session, read-only, and is used from memory from now on.
+    model = widget.session.current(Task.SEGMENTATION)
+    assert widget.session.label(model).endswith("built-in em-membranes (shipped with napari-dlbio)")
+    assert widget.model_combo.currentText() == "the current model"

@@ -11,6 +11,7 @@ from skimage.measure import label
 
 from napari_dlbio._layers import Placement, prediction_layers
 from napari_dlbio._widgets._common import current_index
+from napari_dlbio._widgets._model_choices import CURRENT_MODEL, NEW_NETWORK
 from napari_dlbio._widgets.refine_widget import WHOLE_STACK, RefineWidget
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
@@ -144,6 +145,7 @@ def _scribbles(viewer, isbi):
     widget = _widget(viewer)
     widget.image_combo.select(image)
     widget.annotation_combo.select(annotation)
+    widget.start_combo.setCurrentText(NEW_NETWORK)  # from scratch, not the built-in model
     widget.config = TINY
     viewer.dims.set_point(0, 0)
     viewer.layers.selection.active = annotation
@@ -272,3 +274,33 @@ def test_a_second_accept_refreshes_the_accepted_pixels_and_keeps_the_strokes(
     wait_until(lambda: "accepted" not in widget.agreement_label.text())
     assert "painted accepted" not in viewer.layers
     assert "slice 1: 128 painted pixels" in widget.agreement_label.text()
+
+
+def test_without_a_model_the_first_burst_starts_from_the_built_in_model(
+    viewer, isbi, finish, shown_errors
+) -> None:
+    """A few strokes and one short burst give the built-in model's good mask at once."""
+    image, truth = isbi
+    strokes = np.zeros_like(truth.data)
+    strokes[1, 100:104] = truth.data[1, 100:104]
+    annotation = viewer.add_labels(strokes, name="strokes", metadata={"class_names": NAMES})
+    widget = _widget(viewer)
+    choices = [widget.start_combo.itemText(i) for i in range(widget.start_combo.count())]
+    assert choices[0] == CURRENT_MODEL
+    assert choices[-1] == NEW_NETWORK  # a new network stays one click away
+    assert widget.start_combo.currentText() == "built-in em-membranes"
+    widget.image_combo.select(image)
+    widget.annotation_combo.select(annotation)
+    widget.seconds_spin.setValue(1.0)
+    viewer.dims.set_point(0, 1)
+    widget.fine_tune_button.click()
+    finish(widget)
+    assert shown_errors() == []
+    assert widget.job.state is RunState.DONE
+    mask = viewer.layers["ISBI 2012 EM mask"].data[0] == 1
+    membrane = truth.data[1] == 2
+    assert np.count_nonzero(mask & membrane) / np.count_nonzero(mask | membrane) > 0.6
+    tuned = widget.session.current(Task.SEGMENTATION)
+    assert tuned.config.network.base_filters == 16  # the built-in network, not a new one
+    assert "fine-tuned" in widget.session.label(tuned)
+    assert widget.start_combo.currentText() == CURRENT_MODEL  # later bursts go on from it

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_dlbio._widgets._model_choices import CURRENT_MODEL
 from napari_dlbio._widgets.export_widget import PNGS, ExportWidget
 from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
-from napari_dlbio._widgets.train_widget import CURRENT, TrainWidget
+from napari_dlbio._widgets.train_widget import TrainWidget
 from napari_dlbio.core.config import Task
 
 pytestmark = pytest.mark.gui
@@ -116,7 +117,7 @@ def test_train_predict_evaluate_export_end_to_end(
     assert (tmp_path / "exported-model" / "model.keras").is_file()
 
     # Fine-tune the model in memory, predicting one slice afterwards.
-    train.start_combo.setCurrentText(CURRENT)
+    train.start_combo.setCurrentText(CURRENT_MODEL)
     _tiny(train, epochs=1)
     train.save_to.setText("")
     train.train_button.click()

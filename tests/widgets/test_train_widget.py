@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from napari_dlbio._widgets.train_widget import FOLDER, NEW, TrainWidget
+from napari_dlbio._widgets._model_choices import MODEL_FOLDER, NEW_NETWORK
+from napari_dlbio._widgets.train_widget import TrainWidget
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 
@@ -72,7 +73,7 @@ def test_a_missing_model_folder_is_reported_and_nothing_changes(
     _, annotation = isbi
     painted = annotation.data.copy()
     widget = _ready(viewer, isbi, epochs=1)
-    widget.start_combo.setCurrentText(FOLDER)
+    widget.start_combo.setCurrentText(MODEL_FOLDER)
     widget.start_folder.setText(str(tmp_path / "no-such-model"))
     widget.train_button.click()
     finish(widget)
@@ -81,7 +82,7 @@ def test_a_missing_model_folder_is_reported_and_nothing_changes(
     assert widget.train_button.isEnabled()
     assert widget.session.current(Task.SEGMENTATION) is None
     np.testing.assert_array_equal(annotation.data, painted)
-    widget.start_combo.setCurrentText(NEW)
+    widget.start_combo.setCurrentText(NEW_NETWORK)
     assert widget.segmentation_form.fields["network.depth"].isEnabled()
 
 
@@ -114,3 +115,20 @@ def test_importing_the_widgets_does_not_import_tensorflow() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_start_from_lists_the_built_in_models_of_the_task(viewer, isbi, leaves) -> None:
+    image, _ = isbi
+    widget = TrainWidget(viewer)
+    widget.image_combo.select(image)
+
+    def choices() -> list[str]:
+        return [widget.start_combo.itemText(i) for i in range(widget.start_combo.count())]
+
+    assert choices()[-2:] == ["built-in em-membranes", "built-in em-membranes-mitochondria"]
+    widget.start_combo.setCurrentText("built-in em-membranes")
+    assert widget._model_source().folder == "builtin:em-membranes"
+    widget.image_combo.select(leaves)
+    assert choices()[-1] == "built-in plantvillage-15"
+    assert "built-in em-membranes" not in choices()
+    assert widget.start_combo.currentText() == NEW_NETWORK  # no leaf model of that name

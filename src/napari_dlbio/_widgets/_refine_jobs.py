@@ -24,6 +24,8 @@ from napari_dlbio._layers import (
 from napari_dlbio._widgets._agreement import aligned
 from napari_dlbio._widgets._common import annotation_class_names, image_data, placement_of
 from napari_dlbio._widgets._jobs import Job
+from napari_dlbio._widgets._training_job import ModelSource
+from napari_dlbio.core.builtin_models import BuiltinModel
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken
@@ -58,9 +60,11 @@ class BurstRequest:
     seconds
         Length of the burst.
     config
-        Settings of a new tuner: a new network's, or the training settings for ``start``.
+        Settings of a new tuner: a new network's, or the training settings for ``start``
+        (``None``: the start model's own).
     start
-        The model a new tuner starts from; ``None`` starts from scratch.
+        The model a new tuner starts from: the session's, or a built-in model loaded by
+        the burst; ``ModelSource()`` starts from scratch.
     slice_index
         The slice to re-predict; ``None`` for a 2D image.
     placement, image_name
@@ -74,8 +78,8 @@ class BurstRequest:
     recent: np.ndarray | None
     reviewed: dict[int, np.ndarray]
     seconds: float
-    config: SegmentationConfig
-    start: ModelFolder | None
+    config: SegmentationConfig | None
+    start: ModelSource
     slice_index: int | None
     placement: Placement
     image_name: str
@@ -114,12 +118,14 @@ class TunerSlot:
         seconds: float,
         slice_index: int | None,
         prediction: Labels | None = None,
+        builtin: BuiltinModel | None = None,
     ) -> BurstRequest:
         """The next burst's request; ``model`` is the session's current model.
 
-        Without a tuner, a new one starts from ``model`` (a segmentation model) or from
-        scratch with the annotation's classes; ``config`` (or the model's, or the default
-        settings) gives the training settings.  A tuner made for another model is dropped.
+        Without a tuner, a new one starts from ``model`` (a segmentation model), else from
+        ``builtin``, else from scratch with the annotation's classes; ``config`` (or the
+        start model's, or the default settings) gives the training settings.  A tuner made
+        for another model is dropped.
         Every slice painted since the last burst is recorded as reviewed, with the mask of
         ``prediction`` the user saw there, and the burst learns the unpainted pixels of all
         reviewed slices; ``None`` (the user's choice) records and uses none.
@@ -130,19 +136,25 @@ class TunerSlot:
             model = None
         if self.tuner is not None and model is not None and model is not self.tuned_from:
             self.tuner = None  # another model was trained or loaded: start from it
+        start = ModelSource(model=model)
         if self.tuner is not None:
-            config, model = self.tuner.config, None
+            config, start = self.tuner.config, ModelSource()
+            n_classes = config.n_classes
         elif model is not None:
             config = config or model.config
+            n_classes = model.config.n_classes
+        elif builtin is not None:
+            start = ModelSource(folder=builtin.reference)
+            n_classes = len(builtin.classes)
         else:
             names = annotation_class_names(annotation) or default_names(snapshot)
             config = (config or SegmentationConfig.interactive()).replace(
                 class_names=tuple(names), input_channels=3 if image.rgb else 1
             )
+            n_classes = config.n_classes
         if self.tuner is None:
             self.tuned_from = model
         images = image_data(image)
-        n_classes = (model.config if model is not None else config).n_classes
         check_annotation(snapshot, n_classes, tuple(images.shape))
         recent = None
         if self.baseline is not None and self.baseline[0] == id(annotation):
@@ -161,11 +173,16 @@ class TunerSlot:
             {} if prediction is None else dict(self.reviewed),
             seconds,
             config,
-            model,
+            start,
             slice_index,
             where,
             name,
         )
+
+    def restart(self) -> None:
+        """Drop the tuner: the next burst starts a new one from the chosen start."""
+        self.tuner = None
+        self.tuned_from = None
 
     def _review(self, recent: np.ndarray, prediction: Labels, annotation: Labels) -> None:
         """Keep the predicted mask of every slice with fresh paint that ``prediction`` covers."""
@@ -200,7 +217,9 @@ def fine_tune_burst(request: BurstRequest, slot: TunerSlot, *, cancel: CancelTok
     from napari_dlbio.models.segmentation import iter_predict_segmentation
 
     if slot.tuner is None:
-        slot.tuner = FineTuner(request.config, request.start)
+        start = yield from request.start.load(Task.SEGMENTATION)
+        config = request.config or start.config
+        slot.tuner = FineTuner(config, start)
     tuner = slot.tuner
     tuner.config = tuner.config.replace(min_region_pixels=request.min_region_pixels)
     model = yield from tuner.iter_burst(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
+from napari_dlbio.core.builtin_models import builtin_name
 from napari_dlbio.core.config import Task
 
 if TYPE_CHECKING:
@@ -101,7 +102,12 @@ class Session:
         """How the session lists ``model``, with where it is saved."""
         entry = self._entry(model)
         text = entry.label if entry is not None else f"{model.task.value} model"
-        where = f"saved in {model.path.name}" if model.path is not None else "not saved"
+        if builtin_name(model.path) is not None:
+            where = "shipped with napari-dlbio"
+        elif model.path is not None:
+            where = f"saved in {model.path.name}"
+        else:
+            where = "not saved"
         return f"{text} ({where})"
 
     def describe(self, task: Task) -> str:

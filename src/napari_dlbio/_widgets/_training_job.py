@@ -46,10 +46,11 @@ STOP_GRACE_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a job gets its model: the one in memory, a folder, or none (a new network)."""
+    """Where a job gets its model: the one in memory, a folder or built-in model
+    (``builtin:NAME``), or none (a new network)."""
 
     model: ModelFolder | None = None
-    folder: Path | None = None
+    folder: Path | str | None = None
 
     def load(self, task: Task) -> Generator[Event, None, ModelFolder | None]:
         """The model (loading the folder in the calling thread), checked to fit ``task``."""
@@ -121,8 +122,11 @@ def train(request: TrainRequest, *, cancel: CancelToken) -> Job:
     initial = yield from request.start.load(request.task)
     config = request.config
     if initial is not None:
-        # Fine-tuning keeps the model's architecture and classes; only training changes.
+        # Fine-tuning keeps the model's architecture; only training changes.  A classifier
+        # keeps its classes too unless the images show others: it then gets a new top.
         config = apply_changes(initial.config, request.training)
+        if request.task is Task.CLASSIFICATION:
+            config = config.replace(class_names=request.config.class_names)
     images = np.asarray(request.images)
     if request.task is Task.SEGMENTATION:
         from napari_dlbio.models.segmentation import iter_train_segmentation

@@ -44,14 +44,21 @@ from napari_dlbio._widgets._jobs import (
     predict_segmentation,
 )
 from napari_dlbio._widgets._metrics_panel import MetricsPanel
+from napari_dlbio._widgets._model_choices import (
+    CURRENT_MODEL,
+    MODEL_FOLDER,
+    builtin_choices,
+    builtin_reference,
+    set_choices,
+)
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._result_layers import show_layers, show_layers_in_turns
 from napari_dlbio._widgets._worker import Job
+from napari_dlbio.core.builtin_models import builtin_name
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
-CURRENT_MODEL, MODEL_FOLDER = "the current model", "a model folder"
 CURRENT_SLICE, WHOLE_STACK = "current slice / image", "whole stack"
 CLASS_COLUMNS = ("image", "predicted", "probability", "true", "trained on")
 PREDICTIONS_KEY = "dlbio_predictions"
@@ -70,7 +77,6 @@ class PredictWidget(JobWidget):
         super().__init__(napari_viewer)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()
-        self.model_combo.addItems([CURRENT_MODEL, MODEL_FOLDER])
         self.model_folder = PathEdit(folder=True, save=False)
         self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
         self.scope_combo = QComboBox()
@@ -196,6 +202,9 @@ class PredictWidget(JobWidget):
             if not self.model_folder.text():
                 raise DlbioError("choose a model folder.")
             return ModelSource(folder=Path(self.model_folder.text()))
+        builtin = builtin_reference(self.model_combo.currentText())
+        if builtin is not None:
+            return ModelSource(folder=builtin)
         task = self._task()
         model = self.session.current(task)
         if model is None:
@@ -241,8 +250,17 @@ class PredictWidget(JobWidget):
         )
 
     def _keep_model(self, model: Any) -> None:
-        """A model loaded from a folder joins the session as the current one of its task."""
-        if not any(kept is model for kept in self.session.models(model.task)):
+        """A model loaded from a folder joins the session as the current one of its task.
+
+        A built-in model is then used from memory: the choice moves to the current model.
+        """
+        if any(kept is model for kept in self.session.models(model.task)):
+            return
+        builtin = builtin_name(model.path)
+        if builtin is not None:
+            self.session.add(model, f"built-in {builtin}")
+            self.model_combo.setCurrentText(CURRENT_MODEL)
+        else:
             self.session.add(model, f"loaded from {model.path.name if model.path else 'a folder'}")
 
     def _task(self) -> Task:
@@ -263,6 +281,11 @@ class PredictWidget(JobWidget):
         self.cancel_button.setEnabled(running)
 
     def _update_form(self, *_: Any) -> None:
+        task = self._task()
+        # Until a model is trained or loaded, the task's built-in model is the one to use.
+        builtins = builtin_choices(task)
+        first = builtins[0] if builtins and self.session.current(task) is None else None
+        set_choices(self.model_combo, [CURRENT_MODEL, MODEL_FOLDER, *builtins], first)
         from_folder = self.model_combo.currentText() == MODEL_FOLDER
         self.model_folder.setVisible(from_folder)
         self.model_folder_label.setVisible(from_folder)

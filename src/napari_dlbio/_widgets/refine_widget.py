@@ -43,6 +43,7 @@ from napari_dlbio._widgets._common import (
     has_role,
     single_shot_timer,
 )
+from napari_dlbio._widgets._model_choices import StartPicker
 from napari_dlbio._widgets._refine_jobs import (
     BurstRequest,
     TunerSlot,
@@ -84,6 +85,7 @@ class RefineWidget(JobWidget):
         self.prediction_combo = LayerCombo(napari_viewer, Labels)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
+        self.start_combo = StartPicker(self.session, on_pick=self.slot.restart)
         self.overwrite_check = QCheckBox("overwrite my annotations")
         self.accept_button = QPushButton("Accept prediction")
         self.agreement_label = QLabel()
@@ -120,6 +122,7 @@ class RefineWidget(JobWidget):
         form.addRow(self.accept_button)
         form.addRow("Agreement", self.agreement_label)
         form.addRow(self.disagreement_check)
+        form.addRow("Start from", self.start_combo)
         form.addRow("Burst length", self.seconds_spin)
         form.addRow(self.auto_check)
         form.addRow(self.trust_check)
@@ -253,11 +256,13 @@ class RefineWidget(JobWidget):
         if image is None or annotation is None:
             raise InputDataError("choose the image and the annotation layer painted on it.")
         index = current_index(self.viewer, image) if annotation.ndim == 3 else None
-        model = self.session.current(Task.SEGMENTATION)
+        model, builtin = self.start_combo.start()
         seconds = self.seconds_spin.value()
         prediction = self._prediction() if self.trust_check.isChecked() else None
         config, specks = self.config, self.specks_spin.value()
-        request = self.slot.request(image, annotation, model, config, seconds, index, prediction)
+        request = self.slot.request(
+            image, annotation, model, config, seconds, index, prediction, builtin
+        )
         return replace(request, min_region_pixels=specks)
 
     def _show_specks_setting(self, *_: Any) -> None:
@@ -314,6 +319,7 @@ class RefineWidget(JobWidget):
         self.stop_button.setEnabled(running)
         self.image_combo.setEnabled(not running)
         self.annotation_combo.setEnabled(not running)
+        self.start_combo.setEnabled(not running)
 
     def _auto_burst(self) -> None:
         if self.auto_check.isChecked() and self._dirty and not self.running:

@@ -30,6 +30,14 @@ from napari_dlbio._widgets._common import (
     spatial_shape,
 )
 from napari_dlbio._widgets._config_form import ConfigForm, Setting
+from napari_dlbio._widgets._model_choices import (
+    CURRENT_MODEL,
+    MODEL_FOLDER,
+    NEW_NETWORK,
+    builtin_choices,
+    builtin_reference,
+    set_choices,
+)
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._plot import LossPlot
 from napari_dlbio._widgets._training_job import (
@@ -46,7 +54,6 @@ from napari_dlbio.core.events import EpochEnded, Event, RunState, TrainingStarte
 from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
-NEW, CURRENT, FOLDER = "a new network", "the current model", "a model folder"
 #: A first run that fits a laptop's lunch break; early stopping may end it sooner.
 DEFAULT_TIME_BUDGET_S = 600.0
 _AUGMENT = ("augment_flips", "augment_rotations", "augment_elastic", "augment_intensity")
@@ -100,7 +107,6 @@ class TrainWidget(JobWidget):
         self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
         self.task_label = QLabel()
         self.start_combo = QComboBox()
-        self.start_combo.addItems([NEW, CURRENT, FOLDER])
         self.start_folder = PathEdit(folder=True, save=False)
         self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
         budget = DEFAULT_TIME_BUDGET_S
@@ -226,16 +232,16 @@ class TrainWidget(JobWidget):
 
     def _model_source(self) -> ModelSource:
         start = self.start_combo.currentText()
-        if start == CURRENT:
+        if start == CURRENT_MODEL:
             model = self.session.current(self.task)
             if model is None:
                 raise DlbioError("there is no current model; train one or choose a model folder.")
             return ModelSource(model=model)
-        if start == FOLDER:
+        if start == MODEL_FOLDER:
             if not self.start_folder.text():
                 raise DlbioError("choose the model folder to fine-tune.")
             return ModelSource(folder=Path(self.start_folder.text()))
-        return ModelSource()
+        return ModelSource(folder=builtin_reference(start))
 
     def _on_event(self, event: Event) -> None:
         stopping = self.job is not None and self.job.state is RunState.STOPPING
@@ -295,10 +301,14 @@ class TrainWidget(JobWidget):
         self.annotation_combo.setEnabled(not classifier)
         self.segmentation_form.setVisible(not classifier)
         self.classifier_form.setVisible(classifier)
+        set_choices(
+            self.start_combo,
+            [NEW_NETWORK, CURRENT_MODEL, MODEL_FOLDER, *builtin_choices(self.task)],
+        )
         start = self.start_combo.currentText()
-        self.start_folder.setVisible(start == FOLDER)
-        self.start_folder_label.setVisible(start == FOLDER)
-        self.form.set_architecture_enabled(start == NEW)
+        self.start_folder.setVisible(start == MODEL_FOLDER)
+        self.start_folder_label.setVisible(start == MODEL_FOLDER)
+        self.form.set_architecture_enabled(start == NEW_NETWORK)
         self.model_picker.set_task(self.task)
 
 
