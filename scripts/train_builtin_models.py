@@ -78,12 +78,15 @@ EM_TRAINING = {
     "early_stopping_patience": None,
     "seed": SEED,
 }
+# The leaf classifier: the small CNN at 128 pixels with 24 filters; predictions average the
+# 8 flips and quarter turns of each photo (held-out accuracy 0.844 -> 0.894).
 LEAF_TRAINING = {
     "input_size": 128,
     "filters": 24,
     "epochs": 160,
     "early_stopping_patience": 40,
     "validation_fraction": 0.1,
+    "test_time_augmentation": True,
     "seed": SEED,
 }
 
@@ -277,19 +280,31 @@ def install(recipe: Recipe, model: Path, figures: dict[str, Any]) -> None:
     """Copy the final model folder into the package, write its card, record its hashes.
 
     The held-out report goes into the model's ``metrics.json`` (key ``held_out``), so the
-    shipped folder carries the figures its card quotes.
+    shipped folder carries the figures its card quotes; the Keras file loses the
+    optimizer's state, which no user of a built-in model needs (fine-tuning starts anew).
     """
     from napari_dlbio.core.builtin_models import record_model
 
     target = PACKAGE_MODELS / recipe.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(model, target, ignore=shutil.ignore_patterns(".*"))
+    _drop_optimizer_state(target / "model.keras")
     metrics_file = target / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     metrics["held_out"] = figures["held_out"]
     metrics_file.write_text(json.dumps(metrics, indent=2))
     (target / "README.md").write_text(card(recipe, figures))
     record_model(PACKAGE_MODELS, recipe.name, recipe.summary)
+
+
+def _drop_optimizer_state(model_file: Path) -> None:
+    """Re-save the network without Adam's moments: a third of the size, same predictions."""
+    from napari_dlbio.models.store import load_model_folder
+
+    network = load_model_folder(model_file.parent).model  # loaded uncompiled
+    slim = model_file.with_name("slim.keras")
+    network.save(slim)
+    slim.replace(model_file)
 
 
 def held_out_table(report: dict[str, Any]) -> list[str]:
@@ -348,7 +363,8 @@ def card(recipe: Recipe, figures: dict[str, Any]) -> str:
             "```",
             "",
             "The shipped model trained on all of the data in "
-            f"{figures['final_training_seconds']} s on a 2-core CPU.",
+            f"{figures['final_training_seconds']} s on a 2-core CPU that other jobs shared "
+            "(the recipe is a number of steps, so the result does not depend on the speed).",
             "",
             "## Held-out figures",
             "",
@@ -386,7 +402,7 @@ def main() -> None:
             install(RECIPES[name], work / "final-model", figures)
         else:
             figures = run_recipe(RECIPES[name], args.data, work)
-        print(f"{name}: held-out {json.dumps(figures['held_out'])}", flush=True)
+        print(f"{name}, held out:", *held_out_table(figures["held_out"]), sep="\n", flush=True)
 
 
 if __name__ == "__main__":
