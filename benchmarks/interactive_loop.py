@@ -23,8 +23,16 @@ so far, as a share of one 512 x 512 slice).
 ``--whole-slices`` is the reference the corrections are measured against: the annotator
 paints the whole ground truth of slice 0 and then of every next slice, with the same bursts.
 
+``--start MODEL`` (a model folder or ``builtin:NAME``) starts from a trained model instead:
+round 0 is its mask as it comes (no annotation, no burst), and every later round corrects
+it as above.  Only a model that never saw slices 25-29 gives held-out figures: the shipped
+``builtin:em-membranes`` trained on all 30 slices, so compare with the held-out recipe's
+model (``scripts/train_builtin_models.py`` leaves it in
+``build/builtin-training/em-membranes/held-out-model``).
+
 Usage: python benchmarks/interactive_loop.py [--rounds 10] [--brush-budget 0.05]
        [--min-region-pixels 200] [--corrections-only | --whole-slices] [--data DIR]
+       [--start MODEL]
 """
 
 from __future__ import annotations
@@ -98,6 +106,7 @@ def main() -> None:
         help="paint whole slices of ground truth instead of scribbles and corrections",
     )
     parser.add_argument("--seconds", type=float, help="burst length (default: the plugin's)")
+    parser.add_argument("--start", help="start from this model folder or builtin:NAME")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared/data folder")
     args = parser.parse_args()
 
@@ -107,6 +116,7 @@ def main() -> None:
     from napari_dlbio.core.segmentation_config import SegmentationConfig
     from napari_dlbio.models.interactive import DEFAULT_BURST_SECONDS, FineTuner
     from napari_dlbio.models.segmentation import evaluate_segmentation, predict_segmentation
+    from napari_dlbio.models.store import load_model_folder
 
     folder = args.data / "isbi2012"
     if not folder.is_dir():
@@ -120,13 +130,16 @@ def main() -> None:
 
     training = volume[:25]
     annotation = np.zeros(training.shape, dtype=np.uint8)
-    annotation[0] = truth[0] if args.whole_slices else scribbles(truth[0], rng)
+    if args.start is None:
+        annotation[0] = truth[0] if args.whole_slices else scribbles(truth[0], rng)
     recent = annotation > 0
     reviewed: dict[int, np.ndarray] = {}
-    config = SegmentationConfig.interactive(
-        class_names=CLASSES, min_region_pixels=args.min_region_pixels
-    )
-    tuner = FineTuner(config)
+    if args.start is None:
+        config = SegmentationConfig.interactive(class_names=CLASSES)
+        tuner = FineTuner(config.replace(min_region_pixels=args.min_region_pixels))
+    else:
+        start = load_model_folder(args.start)
+        tuner = FineTuner(start.config.replace(min_region_pixels=args.min_region_pixels), start)
     rounds, network_only = [], []
     for round_index in range(args.rounds + 1):
         current = round_index % len(training)
@@ -142,8 +155,9 @@ def main() -> None:
             recent = np.zeros(annotation.shape, dtype=bool)
             recent[current] = painted
         started = time.perf_counter()
-        labels = with_reviewed_slices(annotation, reviewed)
-        run_to_end(tuner.iter_burst(training, labels, seconds=seconds, recent=recent))
+        if args.start is None or round_index > 0:  # a trained model's round 0: as it comes
+            labels = with_reviewed_slices(annotation, reviewed)
+            run_to_end(tuner.iter_burst(training, labels, seconds=seconds, recent=recent))
         predict_segmentation(tuner.model, training[current])  # what the user sees next
         round_seconds = time.perf_counter() - started
         prediction = predict_segmentation(tuner.model, volume[HELD_OUT])
@@ -174,6 +188,7 @@ def main() -> None:
                 "burst_seconds": seconds,
                 "brush_budget_percent_of_slice": 100 * args.brush_budget,
                 "annotator": _annotator(args),
+                "start": args.start or "scratch",
                 "min_region_pixels": args.min_region_pixels,
                 "max_round_seconds": max(r["seconds"] for r in rounds),
                 "final_heldout_iou": rounds[-1]["heldout_iou"],

@@ -27,6 +27,8 @@ BENCHMARKS = (
     ("segmentation_quality.py", [], ["--budget", "30", "--targets", "membrane"]),
     ("classifier_quality.py", [], ["--budget", "30"]),
     ("interactive_loop.py", [], ["--rounds", "2"]),
+    ("builtin_models.py", [], ["--rounds", "1"]),
+    ("leaf_transfer.py", [], ["--epochs", "10", "--draws", "1"]),
     ("gui_responsiveness.py", [], ["--smoke"]),
     ("soak.py", [], ["--cycles", "3"]),
 )

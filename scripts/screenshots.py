@@ -1,10 +1,11 @@
 """Screenshots of napari with each napari-dlbio widget docked, for the README.
 
 Opens the ISBI 2012 sample, docks one widget at a time, drives it like a user (creates an
-annotation layer, trains a small U-Net for a few seconds, predicts and scores the stack,
-chooses what to export) and saves ``docs/screenshot-<widget>.png`` of the whole window.
-With the PlantVillage sample it also trains a tiny classifier and saves the Predict widget
-with its per-image classes and, when available, a Grad-CAM overlay.  Needs a display:
+annotation layer, predicts and scores the stack with the built-in membrane model,
+fine-tunes that model for 30 seconds, chooses what to export) and saves
+``docs/screenshot-<widget>.png`` of the whole window.  With the PlantVillage sample it
+saves the Predict widget with the built-in leaf classifier's classes per image and a
+Grad-CAM overlay.  Needs a display:
 
     QT_QPA_PLATFORM=xcb xvfb-run -a .venv/bin/python scripts/screenshots.py
 """
@@ -18,23 +19,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SEGMENTATION = {
-    "network.depth": 3,
-    "network.base_filters": 8,
-    "patch_size": 128,
-    "batch_size": 4,
-    "steps_per_epoch": 10,
-    "epochs": 200,
-    "time_budget_s": 90.0,
-}
-CLASSIFIER = {
-    "input_size": 64,
-    "filters": 16,
-    "blocks": 3,
-    "batch_size": 16,
-    "epochs": 200,
-    "time_budget_s": 60.0,
-}
+FINE_TUNING = {"steps_per_epoch": 10, "time_budget_s": 30.0}
 
 
 def wait_for(widget: Any, timeout_s: float = 600.0) -> None:
@@ -97,18 +82,9 @@ def segmentation_shots(folder: Path) -> list[Path]:
     viewer.layers.remove(painted)
     annotation.visible = True
 
-    train_dock, train = dock(viewer, "Train")
-    train.image_combo.select(image)
-    train.annotation_combo.select(annotation)
-    for key, value in SEGMENTATION.items():
-        train.segmentation_form.set_value(key, value)
-    train.train_button.click()
-    wait_for(train)
-    shots.append(save(viewer, folder, "train"))
-    viewer.window.remove_dock_widget(train_dock)
-
     predict_dock, predict = dock(viewer, "Predict & inspect")
     predict.image_combo.select(image)
+    predict.model_combo.setCurrentText("built-in em-membranes")
     predict.scope_combo.setCurrentText("whole stack")
     predict.metrics.reference_combo.select(annotation)
     predict.predict_button.click()
@@ -117,6 +93,17 @@ def segmentation_shots(folder: Path) -> list[Path]:
     viewer.dims.set_point(0, 1)
     shots.append(save(viewer, folder, "predict"))
     viewer.window.remove_dock_widget(predict_dock)
+
+    train_dock, train = dock(viewer, "Train")
+    train.image_combo.select(image)
+    train.annotation_combo.select(annotation)
+    train.start_combo.setCurrentText("built-in em-membranes")
+    for key, value in FINE_TUNING.items():
+        train.segmentation_form.set_value(key, value)
+    train.train_button.click()
+    wait_for(train)
+    shots.append(save(viewer, folder, "train"))
+    viewer.window.remove_dock_widget(train_dock)
 
     _, export = dock(viewer, "Export")
     export.mask_combo.select(viewer.layers["ISBI 2012 EM mask"])
@@ -132,30 +119,21 @@ def segmentation_shots(folder: Path) -> list[Path]:
 
 def classifier_shot(folder: Path) -> Path:
     """Predict & inspect on the PlantVillage sample: classes per image and Grad-CAM."""
-    import importlib.util
-
     import napari
 
     viewer = napari.Viewer(title="napari-dlbio")
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-dlbio", "plantvillage")
     leaves = viewer.layers["PlantVillage leaves"]
-    train_dock, train = dock(viewer, "Train")
-    train.image_combo.select(leaves)
-    for key, value in CLASSIFIER.items():
-        train.classifier_form.set_value(key, value)
-    train.train_button.click()
-    wait_for(train)
-    viewer.window.remove_dock_widget(train_dock)
     _, predict = dock(viewer, "Predict & inspect")
     predict.image_combo.select(leaves)
+    predict.model_combo.setCurrentText("built-in plantvillage-15")
     predict.scope_combo.setCurrentText("whole stack")
     predict.predict_button.click()
     wait_for(predict)
     viewer.dims.set_point(0, 7)
-    if importlib.util.find_spec("napari_dlbio.models.gradcam") is not None:
-        predict.gradcam_button.click()
-        wait_for(predict)
+    predict.gradcam_button.click()
+    wait_for(predict)
     path = save(viewer, folder, "predict-leaves")
     viewer.close()
     return path

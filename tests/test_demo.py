@@ -1,4 +1,5 @@
-"""The README's main job: the headless demo trains, predicts and says how good and where."""
+"""The README's main job: the headless demo predicts with the built-in model, fine-tunes it,
+and says how good each mask is and where it is."""
 
 from __future__ import annotations
 
@@ -32,20 +33,24 @@ def test_headless_demo_prints_scores_paths_and_the_napari_command(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env |= {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
     completed = subprocess.run(
-        [sys.executable, "-m", "napari_dlbio.demo", "--out", str(out), "--time-budget", "8"],
+        [sys.executable, "-m", "napari_dlbio.demo", "--out", str(out), "--time-budget", "4"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
-    mask = tifffile.imread(out / "mask.tif")
-    assert mask.shape == (5, 512, 512)
-    assert set(np.unique(mask)) <= {0, 1}
-    assert (out / "model" / "config.json").is_file()
+    for name in ("mask.tif", "fine-tuned mask.tif"):
+        mask = tifffile.imread(out / name)
+        assert mask.shape == (5, 512, 512)
+        assert set(np.unique(mask)) <= {0, 1}
+    assert (out / "fine-tuned model" / "config.json").is_file()
 
+    # Two tables: the built-in model as shipped, then fine-tuned; it knows membranes at once.
     lines = completed.stdout.splitlines()
-    assert re.search(r"^class +IoU +Dice +pixels$", completed.stdout, re.MULTILINE)
-    assert re.search(r"^membrane +\d\.\d{4} +\d\.\d{4} +\d+$", completed.stdout, re.MULTILINE)
-    assert re.search(r"^pixel accuracy \d\.\d{4}$", completed.stdout, re.MULTILINE)
-    assert f"  Model folder:  {out / 'model'}" in lines
+    assert len(re.findall(r"^class +IoU +Dice +pixels$", completed.stdout, re.MULTILINE)) == 2
+    scores = re.findall(r"^membrane +(\d\.\d{4}) +\d\.\d{4} +\d+$", completed.stdout, re.MULTILINE)
+    assert len(scores) == 2
+    assert float(scores[0]) > 0.6
+    assert "builtin:em-membranes" in completed.stdout
+    assert f"  Fine-tuned model folder: {out / 'fine-tuned model'}" in lines
     assert f"  Membrane mask: {out / 'mask.tif'}" in lines
     assert f"  Probabilities: {out / 'probabilities.tif'}" in lines
     assert not any(line.lstrip().startswith("{") for line in lines)  # no JSON without --json
@@ -68,21 +73,28 @@ def test_json_ends_the_headless_demo_and_verbose_reaches_every_command(
     def dlbio(argv: list[str]) -> int:
         commands.append(argv)
         if "evaluate" in argv:
-            report = {"pixel_accuracy": 0.9, "classes": {"membrane": {"iou": 0.5}}}
+            iou = 0.5 if argv[argv.index("--model") + 1].startswith("builtin:") else 0.7
+            report = {"pixel_accuracy": 0.9, "classes": {"membrane": {"iou": iou}}}
             sys.stdout.write(json.dumps(report) + "\n" if "--json" in argv else "a table\n")
         return 0
 
     monkeypatch.setattr(cli, "main", dlbio)
     assert demo_main(["--headless", "--json", "--verbose", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert json.loads(lines[-1])["classes"]["membrane"]["iou"] == 0.5
+    reports = json.loads(lines[-1])
+    assert reports["built_in"]["classes"]["membrane"]["iou"] == 0.5
+    assert reports["fine_tuned"]["classes"]["membrane"]["iou"] == 0.7
     assert "a table" not in lines
     assert f"  Membrane mask: {tmp_path / 'mask.tif'}" in lines
     assert [argv[:2] for argv in commands] == [
+        ["--verbose", "predict"],
+        ["--verbose", "evaluate"],
         ["--verbose", "train"],
         ["--verbose", "predict"],
         ["--verbose", "evaluate"],
     ]
+    train = commands[2]
+    assert train[train.index("--from") + 1] == "builtin:em-membranes"
 
 
 def test_without_a_display_the_demo_runs_headless(monkeypatch):
