@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="from_model",
         metavar="MODEL",
-        help="fine-tune this model folder or built-in model (builtin:NAME)",
+        help="start from this model folder or built-in model (builtin:NAME): fine-tune it, "
+        "or, for a classifier and images of other classes, train a new top for them",
     )
     train.add_argument(
         "--weights", help="local backbone weights file (classification transfer learning)"
