@@ -148,7 +148,7 @@ def main() -> None:
     from napari_dlbio.core.config import Task
 
     models: dict[str, Any] = {}
-    print(f"{'model':<28}{'held out':<44}{'load s':>8}{'predict s':>22}")
+    print(f"{'model':<28}{'held out':<62}{'load s':>8}{'predict s':>22}")
     for builtin in builtin_models():
         if builtin.task is Task.SEGMENTATION:
             figures = segmentation_figures(builtin.name, args.data, args.work)
@@ -160,7 +160,7 @@ def main() -> None:
             speed = f"{figures['predict_32_photos_s']:.2f} (32 photos)"
         quality += f" ({figures['held_out_source']})"
         models[builtin.name] = figures
-        print(f"{builtin.name:<28}{quality:<44}{figures['load_s']:>8.2f}{speed:>22}", flush=True)
+        print(f"{builtin.name:<28}{quality:<62}{figures['load_s']:>8.2f}{speed:>22}", flush=True)
 
     held_out_model = args.work / "em-membranes" / "held-out-model"
     loops = {}
