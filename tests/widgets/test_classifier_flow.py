@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from napari_dlbio._widgets._model_choices import CURRENT_MODEL
 from napari_dlbio._widgets.predict_widget import PREDICTIONS_KEY, WHOLE_STACK, PredictWidget
 from napari_dlbio._widgets.train_widget import TrainWidget
 from napari_dlbio.core.config import Task
@@ -77,6 +78,9 @@ def test_a_segmentation_model_on_leaves_is_refused_with_what_to_do(
     layers_before = [layer.name for layer in viewer.layers]
     predict = PredictWidget(viewer)
     predict.image_combo.select(leaves)
+    # Without a classifier of the session, Predict offers the built-in leaf model first.
+    assert predict.model_combo.currentText() == "built-in plantvillage-15"
+    predict.model_combo.setCurrentText(CURRENT_MODEL)
     predict.predict_button.click()
     # The session keeps one current model per task: the U-Net is not a classifier.
     assert predict.job is None
