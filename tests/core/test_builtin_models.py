@@ -12,6 +12,7 @@ from napari_dlbio.core.builtin_models import (
     builtin_models,
     builtin_name,
     model_folder_path,
+    model_label,
     record_model,
     refuse_builtin_destination,
 )
@@ -88,3 +89,9 @@ def test_a_damaged_record_says_to_reinstall(installed):
     (installed / "registry.json").write_text("{not json")
     with pytest.raises(ModelFolderError, match="reinstall napari-dlbio"):
         builtin_models(installed)
+
+
+def test_messages_name_a_built_in_model_by_its_reference(installed, tmp_path):
+    assert model_label(installed / "leaves", installed) == "builtin:leaves"
+    assert model_label(tmp_path / "mine", installed) == str(tmp_path / "mine")
+    assert model_label(None, installed) == "the model in memory"

@@ -258,7 +258,7 @@ def test_transfer_to_new_classes_keeps_the_body_and_trains_a_new_top(red_or_gree
     assert model.model.output_shape == (None, 3)
     notices = [event.text for event in events if isinstance(event, Notice)]
     assert (
-        "Starting from the current model: its network is kept, a new top is trained for "
+        "Starting from the model in memory: its network is kept, a new top is trained for "
         "your 3 classes (C, D, E), then the whole network is fine-tuned."
     ) in notices
     assert any(text.startswith("Fine-tuning the whole small CNN") for text in notices)

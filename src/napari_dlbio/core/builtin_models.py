@@ -152,6 +152,14 @@ def builtin_name(path: Path | None, folder: Path = BUILTIN_FOLDER) -> str | None
     return resolved.name if (folder / REGISTRY_FILE).is_file() else None
 
 
+def model_label(path: Path | None, folder: Path = BUILTIN_FOLDER) -> str:
+    """How messages name a model: ``builtin:NAME``, its folder, or "the model in memory"."""
+    name = builtin_name(path, folder)
+    if name is not None:
+        return BUILTIN_PREFIX + name
+    return str(path) if path is not None else "the model in memory"
+
+
 def refuse_builtin_destination(path: Path, folder: Path = BUILTIN_FOLDER) -> None:
     """Refuse to write anything into the package's built-in models.
 

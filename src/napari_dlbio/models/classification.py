@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_dlbio.core.builtin_models import BUILTIN_PREFIX, builtin_name
+from napari_dlbio.core.builtin_models import model_label
 from napari_dlbio.core.class_dataset import (
     channel_statistics,
     class_weights,
@@ -424,25 +424,17 @@ def _start_notes(
             else "and the network itself stays as it is (fine_tune_epochs is 0)"
         )
         return [
-            f"Starting from {_model_label(initial)}: its network is kept, a new top is trained "
+            f"Starting from {model_label(initial.path)}: its network is kept, a new top is trained "
             f"for your {len(names)} classes ({', '.join(names)}), {then}."
         ]
     missing = [names[i] for i in np.setdiff1d(np.arange(len(names)), labels)]
     if not missing:
         return []
     return [
-        f"Fine-tuning {_model_label(initial)} on its own {len(names)} classes, but these "
+        f"Fine-tuning {model_label(initial.path)} on its own {len(names)} classes, but these "
         f"images show only {len(names) - len(missing)} of them; it keeps "
         f"{', '.join(missing)}, which it may come to predict less often."
     ]
-
-
-def _model_label(model: ModelFolder) -> str:
-    """How notices name a model: ``builtin:NAME``, its folder, or "the current model"."""
-    name = builtin_name(model.path)
-    if name is not None:
-        return BUILTIN_PREFIX + name
-    return str(model.path) if model.path is not None else "the current model"
 
 
 def _copy_weights(source: Any, target: Any, new_top: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlbio.core.builtin_models import model_label
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError, ModelFolderError
 from napari_dlbio.core.events import (
@@ -146,7 +147,7 @@ def iter_train_segmentation(
     data = prepare_training_data(images, annotations, config)
     if initial is not None:
         yield Notice(
-            f"Fine-tuning {initial.path or 'the given model'}: its network, classes and "
+            f"Fine-tuning {model_label(initial.path)}: its network, classes and "
             "normalisation are kept."
         )
     yield Notice(data.describe())
