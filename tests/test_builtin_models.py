@@ -64,7 +64,9 @@ def test_the_built_in_membrane_model_segments_the_sample_at_once(tmp_path):
     mask = tifffile.imread(out) == 1
     truth = tifffile.imread(ISBI_LABELS) == 0
     iou = np.count_nonzero(mask & truth) / np.count_nonzero(mask | truth)
-    assert iou > 0.7
+    # The shipped model scores 0.705 here; a network that learned no membranes stays
+    # far below (from scratch, the correction benchmark starts at 0.41).
+    assert iou > 0.65
 
 
 def test_fine_tuning_a_built_in_model_writes_a_new_folder_and_leaves_it_intact(tmp_path):
