@@ -16,7 +16,12 @@ epoch with the lowest validation loss, and those validation photos are scored; o
   (1 = no better than a uniform map).  The same figures for a map that knows nothing, a
   centred isotropic Gaussian with sigma a quarter of the photo's side
   (:data:`BLOB_SIGMA_FRACTION`), give the ``blob_`` keys: the leaf is centred in these
-  photos, so an explanation must beat that blob to show it looked at the leaf.  Leaf pixels
+  photos, so an explanation must beat that blob to show it looked at the leaf
+  (``cam_beats_blob_share``: the share of photos where the map's leaf mass share is higher
+  than the blob's).  An explanation must also depend on the class it explains, or it would
+  be a leaf detector: ``cam_second_class_correlation`` is the mean Pearson correlation, over
+  the photos, between the map of the predicted class and the map of the class with the
+  second highest probability (1 = the same map whichever class is asked for).  Leaf pixels
   come from a simple segmentation: chroma (max - min of R, G, B; the backgrounds are grey)
   thresholded with Otsu, opened, closed, holes filled, largest component kept.  It misses
   some pale lesions and shadowed leaf parts, which lowers every measured share;
@@ -188,18 +193,28 @@ def main() -> None:
     grouped = float(np.mean(groups[truth] == groups[prediction.predicted]))
 
     shares: dict[str, list[tuple[float, float]]] = {"cam": [], "blob": []}
-    leaf_area, cam_seconds = [], []
-    for index, predicted in zip(scored, prediction.predicted, strict=True):
+    leaf_area, cam_seconds, beats_blob, correlations = [], [], [], []
+    for index, predicted, probabilities in zip(
+        scored, prediction.predicted, prediction.probabilities, strict=True
+    ):
         photo = read_image(data.paths[index])
         started = time.perf_counter()
         cam = grad_cam(model, photo, int(predicted))
         cam_seconds.append(time.perf_counter() - started)
         leaf = leaf_mask(photo)
         leaf_area.append(float(leaf.mean()))
-        for name, heatmap in (("cam", cam), ("blob", centred_blob(cam.shape))):
-            found = leaf_shares(heatmap, leaf)
-            if found is not None:
-                shares[name].append(found)
+        found = {
+            name: leaf_shares(heatmap, leaf)
+            for name, heatmap in (("cam", cam), ("blob", centred_blob(cam.shape)))
+        }
+        for name, row in found.items():
+            if row is not None:
+                shares[name].append(row)
+        if found["cam"] is not None:
+            beats_blob.append(found["cam"][0] > found["blob"][0])
+        second = grad_cam(model, photo, int(np.argsort(probabilities)[-2]))
+        if cam.std() > 0 and second.std() > 0:
+            correlations.append(float(np.corrcoef(cam.ravel(), second.ravel())[0, 1]))
     mass = {name: float(np.mean([m for m, _ in rows])) for name, rows in shares.items()}
     peak = {name: float(np.mean([p for _, p in rows])) for name, rows in shares.items()}
     leaf_area_share = float(np.mean(leaf_area))
@@ -218,6 +233,8 @@ def main() -> None:
         "blob_top_fifth_on_leaf": round(peak["blob"], 4),
         "blob_leaf_concentration": round(mass["blob"] / leaf_area_share, 3),
         "blob_sigma_fraction": BLOB_SIGMA_FRACTION,
+        "cam_beats_blob_share": round(float(np.mean(beats_blob)), 4),
+        "cam_second_class_correlation": round(float(np.mean(correlations)), 3),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "images_per_s_predict": round(scored.size / predict_seconds, 1),
         # The first map also traces the Grad-CAM graph; the median is the steady cost.
