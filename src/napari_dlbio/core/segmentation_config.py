@@ -10,6 +10,7 @@ import dataclasses
 from enum import Enum
 
 from napari_dlbio.core.config import JsonConfig, check
+from napari_dlbio.core.object_settings import BOUNDARY, OBJECT
 
 # A predicted mask is uint8 with 0 = background, so at most 255 foreground classes.
 MAX_CLASSES = 256
@@ -111,6 +112,11 @@ class SegmentationConfig(JsonConfig):
     ----------
     class_names
         Name of every network class; index 0 is the background.
+    boundary_classes
+        Classes that draw the borders between objects (membranes): their objects are the
+        regions they enclose.  Every other class but the background is an object class
+        (mitochondria): its objects are its connected regions.  See
+        :mod:`napari_dlbio.core.objects`.
     input_channels
         Channels of the images (1 for greyscale EM, 3 for RGB).
     network
@@ -158,6 +164,7 @@ class SegmentationConfig(JsonConfig):
     """
 
     class_names: tuple[str, ...] = ("background", "membrane")
+    boundary_classes: tuple[str, ...] = ()
     input_channels: int = 1
     network: UNetConfig = dataclasses.field(default_factory=UNetConfig)
     normalise_low: float = 1.0
@@ -187,6 +194,14 @@ class SegmentationConfig(JsonConfig):
     def n_classes(self) -> int:
         """Number of network classes, background included."""
         return len(self.class_names)
+
+    def class_roles(self) -> dict[int, str]:
+        """Role of every class but the background, by class index: boundary or object."""
+        return {
+            index: BOUNDARY if name in self.boundary_classes else OBJECT
+            for index, name in enumerate(self.class_names)
+            if index > 0
+        }
 
     @classmethod
     def classic(cls, **changes: object) -> SegmentationConfig:
@@ -244,6 +259,12 @@ class SegmentationConfig(JsonConfig):
         check(
             len(set(self.class_names)) == self.n_classes,
             f"Class names must be different from each other: {list(self.class_names)}.",
+        )
+        unknown = [name for name in self.boundary_classes if name not in self.class_names[1:]]
+        check(
+            not unknown,
+            f"Boundary classes {unknown} are not structure classes of this model; choose "
+            f"among {list(self.class_names[1:])}.",
         )
         check(
             1 <= self.input_channels <= 64,

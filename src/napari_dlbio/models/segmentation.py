@@ -279,6 +279,9 @@ def train_segmentation(
 def fine_tuning_config(config: SegmentationConfig, initial: ModelFolder) -> SegmentationConfig:
     """Training settings from ``config``; what the saved model is made of from ``initial``.
 
+    The class roles (which classes are boundaries) are ``config``'s when it names any,
+    else ``initial``'s: fine-tuning a membrane model keeps its cells.
+
     Raises
     ------
     ModelFolderError
@@ -287,6 +290,7 @@ def fine_tuning_config(config: SegmentationConfig, initial: ModelFolder) -> Segm
     base = _segmentation_config(initial)
     return config.replace(
         class_names=base.class_names,
+        boundary_classes=config.boundary_classes or base.boundary_classes,
         input_channels=base.input_channels,
         network=base.network,
         normalise_low=base.normalise_low,
