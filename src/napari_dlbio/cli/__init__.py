@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_dlbio import __version__
+from napari_dlbio.cli._object_options import add_object_options, wants_objects
 from napari_dlbio.core.errors import DlbioError
 
 # The model store refuses larger config.json files too.
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs")
     train.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
     train.add_argument(
+        "--boundary-classes",
+        nargs="+",
+        metavar="CLASS",
+        help="segmentation: classes that separate objects (membranes); their objects are the "
+        "regions they enclose. Other classes are objects in themselves (default)",
+    )
+    train.add_argument(
         "--from",
         dest="from_model",
         metavar="MODEL",
@@ -68,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--probabilities", help="also write class probabilities to this TIFF")
     predict.add_argument("--cam", metavar="CAM_DIR", help="write Grad-CAM maps (classification)")
     _add_speck_option(predict)
+    add_object_options(predict, files=True)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_verbose_option(predict)
 
@@ -78,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-values", help="map label values to classes")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_speck_option(evaluate)
+    add_object_options(evaluate, files=False)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_verbose_option(evaluate)
 
@@ -152,6 +162,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _list_builtin_models(args.json)
     if args.command == "train":
+        if args.task == "classify" and args.boundary_classes:
+            from napari_dlbio.core.errors import InputDataError
+
+            raise InputDataError(
+                "--boundary-classes is for segmentation; image classes have no objects."
+            )
         engine = classification if args.task == "classify" else segmentation
         return engine.train(args)
     task = _model_task(args.model)
@@ -167,6 +183,11 @@ def _refuse_options_of_the_other_task(args: argparse.Namespace, task: str) -> No
     if task == "classification" and getattr(args, "min_region_pixels", None) is not None:
         raise InputDataError(
             f"--min-region-pixels is for segmentation models; {args.model} is a classifier."
+        )
+    if task == "classification" and wants_objects(args):
+        raise InputDataError(
+            f"{args.model} is a classifier: it names a class per image and has no objects. "
+            "--instances and the object settings are for segmentation models."
         )
     if task != "classification" and getattr(args, "cam", None):
         raise InputDataError(

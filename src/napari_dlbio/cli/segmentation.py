@@ -11,7 +11,7 @@ import dataclasses
 import json
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,13 @@ import tifffile
 
 from napari_dlbio.cli._progress import ProgressPrinter
 from napari_dlbio.cli._signals import cancel_on_interrupt
+from napari_dlbio.cli.objects import (
+    ObjectOutput,
+    object_scores,
+    object_settings,
+    pixel_size,
+    scores_text,
+)
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import ConfigError, InputDataError
 from napari_dlbio.core.events import (
@@ -106,10 +113,11 @@ def train(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """``dlbio predict`` for segmentation: write the mask (and probabilities) as TIFF.
+    """``dlbio predict`` for segmentation: write the mask (probabilities, objects) as TIFF.
 
     Slices are predicted and written one at a time, so volumes larger than memory work
-    (TIFFs beyond a size are read memory-mapped).
+    (TIFFs beyond a size are read memory-mapped); so are their objects, unless they are
+    found through the stack.
     """
     from napari_dlbio.models.segmentation import iter_predict_slices
 
@@ -121,28 +129,42 @@ def predict(args: argparse.Namespace) -> int:
     model = _load_model(args)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     images = _read_images(args.images, printer)
-    cancel = CancelToken()
-    with cancel_on_interrupt(cancel), ExitStack() as files:
-        probability_file = None
-        if probabilities_path is not None:
-            probability_file = files.enter_context(
-                tifffile.TiffWriter(files.enter_context(atomic_file(probabilities_path)))
-            )
-        masks = _mask_pages(
-            iter_predict_slices(model, images, cancel=cancel),
-            printer,
-            probability_file,
-            model.config.min_region_pixels,
+    objects = None
+    if args.instances:
+        objects = ObjectOutput(
+            Path(args.instances), model.config, object_settings(args), images, pixel_size(args)
         )
-        try:
+    cancel = CancelToken()
+    try:
+        with cancel_on_interrupt(cancel), ExitStack() as files:
+            probability_file = None
+            if probabilities_path is not None:
+                probability_file = files.enter_context(
+                    tifffile.TiffWriter(files.enter_context(atomic_file(probabilities_path)))
+                )
+            object_files = on_slice = None
+            if objects is not None:
+                object_files = files.enter_context(objects.open())
+                on_slice = objects.slice_step(object_files)
+            masks = _mask_pages(
+                iter_predict_slices(model, images, cancel=cancel),
+                printer,
+                probability_file,
+                model.config.min_region_pixels,
+                on_slice,
+            )
             write_labels_tiff_pages(
                 out, masks, images.shape[:3], class_names=tuple(model.config.class_names)
             )
-        except _PredictionStopped:
-            sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
-            return 1
-    sys.stdout.write(f"Wrote {out}" + (f" and {probabilities_path}" if probabilities_path else ""))
-    sys.stdout.write(".\n")
+            if objects is not None:
+                objects.finish(object_files)
+    except _PredictionStopped:
+        sys.stderr.write("dlbio: prediction stopped; nothing was written.\n")
+        return 1
+    written = [str(path) for path in (out, probabilities_path) if path is not None]
+    if objects is not None:
+        written.append(f"the objects in {objects.folder}")
+    sys.stdout.write(f"Wrote {' and '.join(written)}.\n")
     return 0
 
 
@@ -162,9 +184,15 @@ class _PredictionStopped(Exception):
 
 
 def _mask_pages(
-    job: Iterator[Event], printer: ProgressPrinter, probability_file: Any, min_region_pixels: int
+    job: Iterator[Event],
+    printer: ProgressPrinter,
+    probability_file: Any,
+    min_region_pixels: int,
+    on_slice: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Masks of the slices as they are predicted; their probabilities go to the file.
+
+    ``on_slice(index, probabilities)`` sees each slice's probabilities (to find objects).
 
     The probabilities are float32 with axes Z, C, Y, X (napari opens them as one channel
     per class; Fiji as a stack of Z x C planes).
@@ -178,6 +206,8 @@ def _mask_pages(
                     photometric="minisblack",
                     metadata={"axes": "ZCYX"},
                 )
+            if on_slice is not None:
+                on_slice(event.index, event.probabilities)
             yield mask_from_probabilities(event.probabilities, min_region_pixels)
         elif isinstance(event, Finished) and event.state is not RunState.DONE:
             raise _PredictionStopped
@@ -186,7 +216,8 @@ def _mask_pages(
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """``dlbio evaluate`` for segmentation: per-class IoU / Dice against ground truth."""
+    """``dlbio evaluate`` for segmentation: per-class IoU / Dice against ground truth, and
+    for dense ground truth the object scores (V_rand / V_info of cells, F1 of objects)."""
     from napari_dlbio.models.segmentation import evaluate_segmentation, iter_predict_segmentation
 
     if not args.labels:
@@ -199,10 +230,18 @@ def evaluate(args: argparse.Namespace) -> int:
     _check_labels_fit(stack, annotation)
     prediction = run_to_end(iter_predict_segmentation(model, stack.data), printer)
     report = evaluate_segmentation(prediction.mask, annotation, class_names)
+    objects, notes = object_scores(
+        model.config, annotation, prediction.probabilities, stack.data, object_settings(args)
+    )
+    for note in notes:
+        printer(Notice(note))
+    if objects:
+        report["objects"] = objects
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         sys.stdout.write(_report_table(report))
+        sys.stdout.write("".join(f"{line}\n" for line in scores_text(objects)))
     return 0
 
 
@@ -221,6 +260,8 @@ def _training_config(args: argparse.Namespace, initial: Any) -> SegmentationConf
         changes["epochs"] = args.epochs
     if args.time_budget is not None:
         changes["time_budget_s"] = args.time_budget
+    if args.boundary_classes is not None:
+        changes["boundary_classes"] = tuple(args.boundary_classes)
     return config.replace(**changes) if changes else config
 
 
