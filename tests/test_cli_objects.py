@@ -52,7 +52,8 @@ def test_instances_writes_cells_objects_and_their_table(sections, tmp_path):
     cells = tifffile.imread(tmp_path / "objects" / "cells.tif")
     mitochondria = tifffile.imread(tmp_path / "objects" / "mitochondrion.tif")
     for labels in (cells, mitochondria):
-        assert labels.shape == (2, 512, 512) and labels.dtype == np.uint32
+        assert labels.shape == (2, 512, 512)
+        assert labels.dtype == np.uint32
     # Per-slice objects: no label is shared by two slices.
     assert not set(np.unique(cells[0])[1:]) & set(np.unique(cells[1])[1:])
     # The objects agree with the sections' true cells and mitochondria.
@@ -105,7 +106,8 @@ def test_bad_object_settings_and_classifiers_get_one_clear_line(sections, tmp_pa
     argv += ["--out", str(tmp_path / "classes.csv"), "--instances", str(tmp_path / "objects")]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "classifier" in error and "--instances" in error
+    assert "classifier" in error
+    assert "--instances" in error
     assert not (tmp_path / "objects").exists()
 
 
@@ -116,7 +118,8 @@ def test_evaluate_reports_the_fields_object_scores(sections, capsys):
     report = json.loads(capsys.readouterr().out)
     cells = report["objects"]["cells"]
     assert cells["role"] == "boundary"
-    assert cells["v_rand"] >= 0.95 and cells["v_info"] >= 0.95
+    assert cells["v_rand"] >= 0.95
+    assert cells["v_info"] >= 0.95
     assert cells["cells"]["f1"] >= 0.8
     assert cells["cells"]["n_true"] == int(truth_cells(sections["membranes"]).max())
     assert main([*argv, "--quiet"]) == 0
