@@ -28,6 +28,7 @@ BENCHMARKS = (
     ("classifier_quality.py", [], ["--budget", "30"]),
     ("interactive_loop.py", [], ["--rounds", "2"]),
     ("builtin_models.py", [], ["--rounds", "1"]),
+    ("instances.py", [], []),
     ("leaf_transfer.py", [], ["--epochs", "10", "--draws", "1"]),
     ("gui_responsiveness.py", [], ["--smoke"]),
     ("soak.py", [], ["--cycles", "3"]),
