@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_dlbio._reader import read_stack_layer
 from napari_dlbio.cli import main
 from napari_dlbio.cli.objects import check_fits_in_memory
 from napari_dlbio.core.errors import InputDataError
@@ -69,6 +70,10 @@ def test_instances_writes_cells_objects_and_their_table(sections, tmp_path):
     pixels = int(np.count_nonzero(cells[z] == label))
     assert int(row["area_pixels"]) == pixels
     assert float(row["area"]) == pytest.approx(pixels * 0.004**2, rel=1e-5)
+    # napari opens the objects back as a Labels layer.
+    ((data, _, kind),) = read_stack_layer(str(tmp_path / "objects" / "cells.tif"))
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, cells)
 
 
 def test_objects_through_the_stack_are_one_row_each(sections, tmp_path):
