@@ -42,6 +42,9 @@ def test_headless_demo_prints_scores_paths_and_the_napari_command(tmp_path):
         assert mask.shape == (5, 512, 512)
         assert set(np.unique(mask)) <= {0, 1}
     assert (out / "fine-tuned model" / "config.json").is_file()
+    cells = tifffile.imread(out / "objects" / "cells.tif")
+    assert cells.shape == (5, 512, 512)
+    assert cells.max() > 5 * 50  # an ISBI section holds well over 50 cells
 
     # Two tables: the built-in model as shipped, then fine-tuned; it knows membranes at once.
     lines = completed.stdout.splitlines()
@@ -49,6 +52,8 @@ def test_headless_demo_prints_scores_paths_and_the_napari_command(tmp_path):
     scores = re.findall(r"^membrane +(\d\.\d{4}) +\d\.\d{4} +\d+$", completed.stdout, re.MULTILINE)
     assert len(scores) == 2
     assert float(scores[0]) > 0.6
+    # The object scores follow each table: the cells' V_rand.
+    assert len(re.findall(r"^cells .* V_rand 0\.9\d{3}", completed.stdout, re.MULTILINE)) == 2
     assert "builtin:em-membranes" in completed.stdout
     assert f"  Fine-tuned model folder: {out / 'fine-tuned model'}" in lines
     assert f"  Membrane mask: {out / 'mask.tif'}" in lines

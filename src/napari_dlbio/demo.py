@@ -53,6 +53,7 @@ def run_headless(
     model_dir = out_dir / "fine-tuned model"
     mask, probabilities = out_dir / "mask.tif", out_dir / "probabilities.tif"
     tuned_mask = out_dir / "fine-tuned mask.tif"
+    objects = out_dir / "objects"
     options = ["--verbose"] if verbose else []
     labels = ["--labels", str(ISBI_LABELS), "--label-values", ISBI_LABEL_VALUES]
 
@@ -64,7 +65,7 @@ def run_headless(
         argv = [*options, "evaluate", "--model", model, "--images", str(ISBI_IMAGE), *labels]
         return _dlbio_output([*argv, "--json"] if as_json else argv)
 
-    predict(BUILTIN_MODEL, mask, "--probabilities", str(probabilities))
+    predict(BUILTIN_MODEL, mask, "--probabilities", str(probabilities), "--instances", str(objects))
     built_in = evaluate(BUILTIN_MODEL)
     _dlbio([*options, "train", "--from", BUILTIN_MODEL, "--images", str(ISBI_IMAGE), *labels,
             "--out", str(model_dir), "--time-budget", str(time_budget_s)])  # fmt: skip
@@ -72,6 +73,7 @@ def run_headless(
     fine_tuned = evaluate(str(model_dir))
     written = (
         f"\nWritten:\n  Membrane mask: {mask}\n  Probabilities: {probabilities}\n"
+        f"  Cells and their measurements: {objects / 'cells.tif'}, {objects / 'objects.csv'}\n"
         f"  Fine-tuned model folder: {model_dir}\n  Fine-tuned mask: {tuned_mask}\n\n"
         "Open the image with the mask (as labels) in napari:\n"
         f"  {napari_command(ISBI_IMAGE, mask)}\n"

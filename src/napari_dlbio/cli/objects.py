@@ -177,8 +177,8 @@ def object_scores(
 
 
 def scores_text(report: dict[str, Any]) -> list[str]:
-    """The object scores as lines of the evaluation table."""
-    lines = []
+    """The object scores as lines below the evaluation table (none without scores)."""
+    lines = [""] if report else []
     for name, figures in report.items():
         matching = figures.get("cells", figures)
         line = (
