@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.instance_metrics import instance_report
 from napari_dlbio.core.io import physical_memory_bytes
 from napari_dlbio.core.object_files import ObjectFiles, object_files
 from napari_dlbio.core.object_finder import (
@@ -25,6 +24,7 @@ from napari_dlbio.core.object_finder import (
     SliceObjectFinder,
     find_objects_through_stack,
     object_kinds,
+    score_objects,
 )
 from napari_dlbio.core.object_settings import ObjectSettings
 from napari_dlbio.core.segmentation_config import SegmentationConfig
@@ -164,15 +164,7 @@ def object_scores(
         per_slice = [finder.add(z, probabilities[z], images[z])[0] for z in range(len(images))]
         labels = {kind.name: np.stack([found[kind.name] for found in per_slice]) for kind in kinds}
     mask = np.argmax(probabilities, axis=-1)
-    report = {
-        kind.name: instance_report(
-            kind.role,
-            annotation == kind.class_index + 1,
-            mask == kind.class_index,
-            predicted_objects=labels[kind.name],
-        )
-        for kind in kinds
-    }
+    report = score_objects(annotation.astype(np.int16) - 1, mask, kinds, labels)
     return report, []
 
 

@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csgraph
 
 from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.metrics import check_same_shape
 from napari_dlbio.core.objects import BOUNDARY, OBJECT, fill_boundaries
 
 _SCORE_KEYS = ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")
@@ -42,11 +43,7 @@ _DIRECT_LABELS = 1 << 22
 def _check_pair(truth: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     truth = np.asarray(truth)
     prediction = np.asarray(prediction)
-    if truth.shape != prediction.shape:
-        raise InputDataError(
-            f"Truth and prediction have different shapes {truth.shape} and {prediction.shape}; "
-            "compare a prediction with the labels of the same image."
-        )
+    check_same_shape(truth, prediction)
     if truth.ndim not in (2, 3):
         raise InputDataError(
             f"Expected label images of shape (Y, X) or (Z, Y, X), got shape {truth.shape}."
@@ -411,11 +408,7 @@ def instance_report(
         raise InputDataError(f"The class role must be {BOUNDARY!r} or {OBJECT!r}, not {role!r}.")
     truth_mask = np.asarray(truth_mask)
     predicted_mask = np.asarray(predicted_mask)
-    if truth_mask.shape != predicted_mask.shape:
-        raise InputDataError(
-            f"Truth and prediction have different shapes {truth_mask.shape} and "
-            f"{predicted_mask.shape}; compare a prediction with the labels of the same image."
-        )
+    check_same_shape(truth_mask, predicted_mask)
     if role == OBJECT:
         truth = truth_objects(truth_mask)
         predicted = (

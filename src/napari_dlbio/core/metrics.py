@@ -85,6 +85,15 @@ def confusion_matrix(
     return counts.reshape(n_classes, n_classes)
 
 
+def check_same_shape(truth: np.ndarray, prediction: np.ndarray) -> None:
+    """Refuse a prediction and ground truth of different shapes, saying what to do."""
+    if truth.shape != prediction.shape:
+        raise InputDataError(
+            f"Truth and prediction have different shapes {truth.shape} and {prediction.shape}; "
+            "compare a prediction with the labels of the same image."
+        )
+
+
 def _check_range(values: np.ndarray, n_classes: int, what: str) -> None:
     if not np.issubdtype(values.dtype, np.integer) and values.dtype != bool:
         raise InputDataError(
@@ -198,11 +207,7 @@ def segmentation_report(
         raise InputDataError(f"Class names must be distinct, got {names}.")
     true_classes = np.asarray(true_classes)
     predicted_classes = np.asarray(predicted_classes)
-    if true_classes.shape != predicted_classes.shape:
-        raise InputDataError(
-            f"Truth and prediction have different shapes {true_classes.shape} and "
-            f"{predicted_classes.shape}; compare a prediction with the labels of the same image."
-        )
+    check_same_shape(true_classes, predicted_classes)
     if valid is not None and np.shape(valid) != true_classes.shape:
         raise InputDataError(
             f"The mask of valid pixels has shape {np.shape(valid)}, "

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.instance_metrics import instance_report
 from napari_dlbio.core.measurements import FEATURE_COLUMNS, measure_objects
 from napari_dlbio.core.objects import (
     BOUNDARY,
@@ -162,3 +164,39 @@ def find_objects_through_stack(
         for kind in kinds
     ]
     return labels, concatenate_tables(tables)
+
+
+def score_objects(
+    truth: np.ndarray,
+    mask: np.ndarray,
+    kinds: Sequence[ObjectKind],
+    objects: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Scores of found objects per kind name, against dense ground truth.
+
+    Parameters
+    ----------
+    truth
+        (Z, Y, X) true classes of every pixel (0 = background, k = class k).
+    mask
+        The predicted classes, same shape.
+    kinds
+        The kinds to score (those missing from ``objects`` are left out).
+    objects
+        Kind name to the found objects' labels, of ``mask``'s shape.
+
+    Returns
+    -------
+    dict
+        Kind name to :func:`~napari_dlbio.core.instance_metrics.instance_report`.
+    """
+    return {
+        kind.name: instance_report(
+            kind.role,
+            truth == kind.class_index,
+            mask == kind.class_index,
+            predicted_objects=np.asarray(objects[kind.name]).reshape(mask.shape),
+        )
+        for kind in kinds
+        if kind.name in objects
+    }

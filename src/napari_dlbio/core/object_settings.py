@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 from napari_dlbio.core.config import JsonConfig, check
 
@@ -16,6 +17,15 @@ BOUNDARY = "boundary"
 #: An object class (mitochondria) is objects itself: its connected regions.
 OBJECT = "object"
 ROLES = (BOUNDARY, OBJECT)
+
+
+def class_roles(class_names: Sequence[str], boundary_classes: Sequence[str]) -> dict[int, str]:
+    """Role of every class but the background (index 0), by class index."""
+    return {
+        index: BOUNDARY if name in boundary_classes else OBJECT
+        for index, name in enumerate(class_names)
+        if index > 0
+    }
 
 
 @dataclasses.dataclass(frozen=True)

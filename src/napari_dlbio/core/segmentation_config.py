@@ -10,7 +10,7 @@ import dataclasses
 from enum import Enum
 
 from napari_dlbio.core.config import JsonConfig, check
-from napari_dlbio.core.object_settings import BOUNDARY, OBJECT
+from napari_dlbio.core.object_settings import class_roles
 
 # A predicted mask is uint8 with 0 = background, so at most 255 foreground classes.
 MAX_CLASSES = 256
@@ -197,11 +197,7 @@ class SegmentationConfig(JsonConfig):
 
     def class_roles(self) -> dict[int, str]:
         """Role of every class but the background, by class index: boundary or object."""
-        return {
-            index: BOUNDARY if name in self.boundary_classes else OBJECT
-            for index, name in enumerate(self.class_names)
-            if index > 0
-        }
+        return class_roles(self.class_names, self.boundary_classes)
 
     @classmethod
     def classic(cls, **changes: object) -> SegmentationConfig:
