@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_dlbio._layers import (
+    OBJECTS,
     ROLE_KEY,
     Placement,
     accuracy_text,
@@ -25,6 +26,7 @@ from napari_dlbio._layers import (
     prediction_layers,
     slice_metrics_text,
 )
+from napari_dlbio._object_layers import object_score_rows, objects_layers
 from napari_dlbio.core.metrics import segmentation_report
 from napari_dlbio.core.uncertainty import entropy_map
 
@@ -168,3 +170,47 @@ def test_accuracy_keeps_the_images_the_model_was_trained_on_apart() -> None:
     assert "1.00 on 1 image(s) not seen in training" in text
     assert "0.50 on 2 image(s) it was trained on" in text
     assert "no true classes" in accuracy_text(classification_rows(probabilities, ["a", "b"]))
+
+
+def test_objects_layers_sit_like_the_mask_with_features_indexed_by_label() -> None:
+    from napari_dlbio.core.measurements import measure_objects
+    from napari_dlbio.core.object_finder import ObjectKind, concatenate_tables
+
+    kinds = [ObjectKind(1, "membrane", "boundary"), ObjectKind(2, "mitochondria", "object")]
+    cells = np.zeros((1, 6, 5), np.uint32)
+    cells[0, :2, :2], cells[0, 4:, 3:] = 4, 7
+    mitochondria = np.zeros_like(cells)
+    mitochondria[0, 3, 1:4] = 1
+    image = np.arange(30, dtype=float).reshape(1, 6, 5)
+    table = concatenate_tables(
+        [
+            measure_objects(cells, image, "cells", STACK.scale, first_slice=4),
+            measure_objects(mitochondria, image, "mitochondria", STACK.scale, first_slice=4),
+        ]
+    )
+    labels = {"cells": cells, "mitochondria": mitochondria}
+    layers = objects_layers(labels, table, kinds, STACK, "em", 4, unit="nm")
+    assert [meta["name"] for _, meta, _ in layers] == ["em cells", "em mitochondria"]
+    mask = prediction_layers(*_prediction(z=1), NAMES, STACK, "em", slice_index=4)[0]
+    (data, meta, layer_type), _ = layers
+    assert layer_type == "labels"
+    assert data.dtype == np.uint32
+    assert (meta["scale"], meta["translate"]) == (mask[1]["scale"], mask[1]["translate"])
+    assert list(meta["features"]["index"]) == list(meta["features"]["label"]) == [4, 7]
+    assert list(meta["features"]["slice"]) == [4, 4]
+    assert list(meta["features"]["area"]) == [4 * 16.0, 4 * 16.0]
+    assert meta["metadata"][ROLE_KEY] == OBJECTS
+    assert meta["metadata"]["kind"] == "cells"
+    assert meta["metadata"]["unit"] == "nm"
+
+
+def test_object_score_rows_give_rand_scores_to_cells_only() -> None:
+    matching = {"f1": 0.8, "precision": 1.0, "recall": 2 / 3, "n_true": 3, "n_predicted": 2}
+    scores = {
+        "cells": {"role": "boundary", "v_rand": 0.9, "v_info": 0.95, "cells": matching},
+        "mitochondria": {"role": "object", **matching},
+    }
+    cells, mitochondria = object_score_rows(scores)
+    assert (cells["objects"], cells["V_rand"], cells["F1@0.5"]) == ("cells", 0.9, 0.8)
+    assert mitochondria["V_rand"] is None
+    assert (mitochondria["true"], mitochondria["found"]) == (3, 2)

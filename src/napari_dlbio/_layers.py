@@ -24,12 +24,13 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 ROLE_KEY = "dlbio_role"
 """Metadata key naming what a layer made by the plugin holds."""
-ANNOTATION, PREDICTION, PROBABILITY, UNCERTAINTY, GRAD_CAM = (
+ANNOTATION, PREDICTION, PROBABILITY, UNCERTAINTY, GRAD_CAM, OBJECTS = (
     "annotation",
     "prediction",
     "probability",
     "uncertainty",
     "grad-cam",
+    "objects",
 )
 
 # Background strokes must stand out on grey EM: a grey one changed the brightness by 18/255.
@@ -137,6 +138,7 @@ def prediction_layers(
     placement: Placement,
     image_name: str,
     slice_index: int | None = None,
+    boundary_classes: Sequence[str] = (),
 ) -> list[LayerData]:
     """Mask, per-class probabilities and uncertainty of a segmentation, aligned with the image.
 
@@ -154,6 +156,8 @@ def prediction_layers(
         Name of that image layer; the new layers are named after it.
     slice_index
         The slice a one-slice prediction belongs to; ``None`` for the whole stack.
+    boundary_classes
+        The model's boundary classes (kept in the mask's metadata: the class roles).
 
     Returns
     -------
@@ -162,14 +166,9 @@ def prediction_layers(
         not background, then the uncertainty (entropy) Image layer.
     """
     names = list(class_names)
-    if slice_index is None:
-        where = placement if placement.is_stack else placement.for_slices()
-    else:
-        where = placement.at_slice(slice_index)
-    if not placement.is_stack and slice_index is None:
-        # Keep a 2D image's results 2D so they match it axis for axis.
+    where, flat = result_placement(placement, slice_index)
+    if flat:
         mask, probabilities = mask[0], probabilities[0]
-        where = placement
     origin = {"source": image_name, "slice": slice_index, "class_names": names}
     layers: list[LayerData] = [
         (
@@ -179,7 +178,11 @@ def prediction_layers(
                 **where.meta(),
                 "colormap": mask_colormap(len(names)),
                 "features": {"index": list(range(len(names))), "class": names},
-                "metadata": {ROLE_KEY: PREDICTION, **origin},
+                "metadata": {
+                    ROLE_KEY: PREDICTION,
+                    **origin,
+                    "boundary_classes": list(boundary_classes),
+                },
                 "opacity": 0.5,
             },
             "labels",
@@ -216,6 +219,19 @@ def prediction_layers(
         )
     )
     return layers
+
+
+def result_placement(placement: Placement, slice_index: int | None) -> tuple[Placement, bool]:
+    """Where (Z, Y, X) results of an image lie, and whether they are shown as (Y, X).
+
+    A one-slice result sits on its slice; a 2D image's results stay 2D, to match it axis
+    for axis.
+    """
+    if slice_index is not None:
+        return placement.at_slice(slice_index), False
+    if placement.is_stack:
+        return placement, False
+    return placement, True
 
 
 def gradcam_layer(

@@ -9,6 +9,7 @@ table rows, a model folder.  No Qt.  Training has its own module,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,21 @@ from napari_dlbio._layers import (
     metrics_rows,
     prediction_layers,
 )
+from napari_dlbio._widgets._object_jobs import (
+    NOT_SCORED_NO_OBJECTS,
+    FoundObjects,
+    ObjectInput,
+    iter_objects,
+    model_kinds,
+    score_objects,
+)
 from napari_dlbio._widgets._training_job import Job, ModelSource
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice
 from napari_dlbio.core.labels import classes_from_annotation
 from napari_dlbio.core.metrics import segmentation_report
+from napari_dlbio.core.object_settings import ObjectSettings, class_roles
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -45,17 +55,38 @@ class Reference:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A segmentation report as table rows and as a mask layer's features."""
+    """A segmentation report as table rows and as a mask layer's features, with the object
+    scores per kind (or why there are none)."""
 
     report: dict[str, Any]
     rows: list[dict[str, Any]]
     features: dict[str, list[Any]]
+    objects: dict[str, Any] | None = None
+    objects_note: str | None = None
+
+
+def reference_labels(mask: np.ndarray, reference: Reference) -> np.ndarray:
+    """The reference's labels as (Z, Y, X), checked against the (Z, Y, X) predicted mask."""
+    labels = np.asarray(reference.labels)
+    if labels.ndim == mask.ndim - 1:
+        labels = labels[np.newaxis]
+    if labels.shape != mask.shape:
+        raise InputDataError(
+            f"The reference labels have shape {labels.shape} but the prediction {mask.shape}; "
+            "choose the labels drawn on the predicted image."
+        )
+    return labels
 
 
 def evaluate(
-    mask: np.ndarray, reference: Reference, class_names: Sequence[str], slice_offset: int
+    mask: np.ndarray,
+    reference: Reference,
+    class_names: Sequence[str],
+    slice_offset: int,
+    roles: Mapping[int, str] | None = None,
+    objects: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
-    """Score a (Z, Y, X) predicted mask against reference labels of the same slices.
+    """Score a (Z, Y, X) predicted mask, and its objects, against labels of the same slices.
 
     Parameters
     ----------
@@ -67,16 +98,14 @@ def evaluate(
         The model's classes.
     slice_offset
         Stack index of the mask's first slice (for a one-slice prediction).
+    roles
+        The classes' roles (:meth:`SegmentationConfig.class_roles`); None: no object scores.
+    objects
+        The objects found in ``mask``, by kind name, of the mask's shape (see
+        :func:`score_objects`); None when none were found.
     """
     mask = np.asarray(mask)
-    labels = np.asarray(reference.labels)
-    if labels.ndim == mask.ndim - 1:
-        labels = labels[np.newaxis]
-    if labels.shape != mask.shape:
-        raise InputDataError(
-            f"The reference labels have shape {labels.shape} but the prediction {mask.shape}; "
-            "choose the labels drawn on the predicted image."
-        )
+    labels = reference_labels(mask, reference)
     if reference.is_annotation:
         truth, valid = classes_from_annotation(labels)
     else:
@@ -87,7 +116,18 @@ def evaluate(
             f"{len(class_names)} classes ({', '.join(class_names)}); check 'Read as'."
         )
     report = segmentation_report(truth, mask, class_names, valid)
-    return Evaluation(report, metrics_rows(report, slice_offset), metrics_features(report))
+    scores, note = None, None
+    if roles is not None and objects is None:
+        note = NOT_SCORED_NO_OBJECTS
+    elif roles is not None and objects is not None:
+        try:
+            kinds = model_kinds(class_names, roles)
+        except InputDataError as error:
+            note = f"Objects were not scored: {error}"
+        else:
+            scores, note = score_objects(labels, reference.is_annotation, kinds, mask, objects)
+    rows, features = metrics_rows(report, slice_offset), metrics_features(report)
+    return Evaluation(report, rows, features, scores, note)
 
 
 def evaluate_job(
@@ -95,21 +135,32 @@ def evaluate_job(
     reference: Reference,
     class_names: Sequence[str],
     slice_offset: int,
+    boundary_classes: Sequence[str] | None = None,
+    objects: Mapping[str, np.ndarray] | None = None,
     *,
     cancel: CancelToken,
 ) -> Job:
-    """:func:`evaluate` as a job (a whole stack takes long enough to stall the GUI)."""
+    """:func:`evaluate` as a job (a whole stack takes long enough to stall the GUI).
+
+    ``boundary_classes`` gives the classes' roles (None: the mask has none, no object
+    scores); ``objects`` the objects shown for the mask, by kind name.
+    """
     yield from ()
-    return evaluate(mask, reference, class_names, slice_offset)
+    roles = None if boundary_classes is None else class_roles(class_names, boundary_classes)
+    return evaluate(mask, reference, class_names, slice_offset, roles, objects)
 
 
 @dataclass(frozen=True)
 class SegmentationOutcome:
-    """A segmentation prediction as layers, with its model and (optional) evaluation."""
+    """A segmentation prediction as layers, with its model, (optional) evaluation and
+    objects, and what its objects are cut from (None, and why, when the model gives none)."""
 
     model: ModelFolder
     layers: list[Layer]
     evaluation: Evaluation | None
+    objects: FoundObjects | None = None
+    object_input: ObjectInput | None = None
+    no_objects: str | None = None
 
 
 def predict_segmentation(
@@ -119,10 +170,16 @@ def predict_segmentation(
     image_name: str,
     slice_index: int | None,
     reference: Reference | None,
+    objects: ObjectSettings | None = None,
+    unit: str = "",
     *,
     cancel: CancelToken,
 ) -> Job:
-    """Predict (Z, Y, X[, C]) slices; return a SegmentationOutcome, or None if cancelled."""
+    """Predict (Z, Y, X[, C]) slices; return a SegmentationOutcome, or None if cancelled.
+
+    With ``objects`` settings, the objects of every class with a role are found too (their
+    sizes in ``unit``, the image's, from ``placement``'s scale).
+    """
     from napari_dlbio.models.segmentation import iter_predict_segmentation
 
     model = yield from source.load(Task.SEGMENTATION)
@@ -132,22 +189,75 @@ def predict_segmentation(
     if prediction is None:
         return None
     names = list(model.config.class_names)
+    boundary = list(model.config.boundary_classes)
     # Built here, in the job's thread: a Labels layer of a whole stack takes a noticeable
     # fraction of a second to construct, which the GUI thread would otherwise stall on.
     layers = [
         Layer.create(data, dict(meta), kind)
         for data, meta, kind in prediction_layers(
-            prediction.mask, prediction.probabilities, names, placement, image_name, slice_index
+            prediction.mask,
+            prediction.probabilities,
+            names,
+            placement,
+            image_name,
+            slice_index,
+            boundary,
         )
     ]
+    object_input, found, no_objects = None, None, None
+    try:
+        kinds = model_kinds(names, class_roles(names, boundary))
+    except InputDataError as error:
+        no_objects = f"No objects: {error}"
+        if objects is not None:
+            yield Notice(no_objects)
+    else:
+        object_input = ObjectInput(
+            prediction.probabilities,
+            prediction.mask,
+            images,
+            kinds,
+            placement,
+            image_name,
+            slice_index,
+            unit,
+            reference,
+        )
+        if objects is not None:
+            found = yield from iter_objects(object_input, objects, cancel)
+            if found is None:
+                return None
     evaluation = None
     if reference is not None:
         try:
-            evaluation = evaluate(prediction.mask, reference, names, slice_index or 0)
+            evaluation = evaluate(
+                prediction.mask,
+                reference,
+                names,
+                slice_index or 0,
+                class_roles(names, boundary) if object_input is not None else None,
+                found.labels if found is not None else None,
+            )
         except InputDataError as error:
             # The prediction is still worth showing when the chosen reference does not fit.
             yield Notice(f"The prediction was not scored: {error}")
-    return SegmentationOutcome(model, layers, evaluation)
+    return SegmentationOutcome(model, layers, evaluation, found, object_input, no_objects)
+
+
+def find_objects(source: ObjectInput, settings: ObjectSettings, *, cancel: CancelToken) -> Job:
+    """Cut a prediction's objects again with other settings; scored when its reference is
+    complete.  Returns :class:`FoundObjects`, or None if cancelled."""
+    found = yield from iter_objects(source, settings, cancel)
+    if found is None or source.reference is None:
+        return found
+    try:
+        labels = reference_labels(source.mask, source.reference)
+    except InputDataError:
+        return found
+    scores, note = score_objects(
+        labels, source.reference.is_annotation, source.kinds, source.mask, found.labels
+    )
+    return dataclasses.replace(found, scores=scores, note=note)
 
 
 @dataclass(frozen=True)

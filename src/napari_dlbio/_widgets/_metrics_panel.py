@@ -1,7 +1,9 @@
 """IoU and Dice of a predicted mask against an annotation or ground truth: table + canvas text.
 
 Part of the Predict & inspect widget.  The figures are also stored in the mask layer: per
-class in its ``features`` (one row per label), in full in ``metadata["metrics"]``.
+class in its ``features`` (one row per label), in full in ``metadata["metrics"]``.  Against
+complete ground truth, the objects found for the mask are scored too (V_rand / V_info of
+cells, F1 at IoU 0.5 of every kind), stored in ``metadata["object_metrics"]``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QLabel,
     QPushButton,
     QTableWidget,
     QVBoxLayout,
 )
 
-from napari_dlbio._layers import ANNOTATION, PREDICTION, ROLE_KEY, slice_metrics_text
+from napari_dlbio._layers import ANNOTATION, OBJECTS, PREDICTION, ROLE_KEY, slice_metrics_text
+from napari_dlbio._object_layers import OBJECT_KIND_KEY, OBJECT_SCORE_COLUMNS, object_score_rows
 from napari_dlbio._widgets._common import (
     LayerCombo,
     annotation_class_names,
@@ -39,6 +43,7 @@ from napari_dlbio._widgets._worker import Job
 AS_ANNOTATION = "annotation: 0 = not annotated"
 AS_MASK = "mask: 0 = background"
 COLUMNS = ("scope", "slice", "class", "iou", "dice", "pixels")
+OBJECT_METRICS_KEY = "object_metrics"
 
 
 class MetricsPanel(QGroupBox):
@@ -64,6 +69,15 @@ class MetricsPanel(QGroupBox):
         self.on_canvas.setChecked(True)
         self.table = QTableWidget()
         self.table.setMinimumHeight(160)
+        self.object_table = QTableWidget()
+        self.object_table.setMaximumHeight(110)
+        self.object_table.setToolTip(
+            "Object scores: V_rand / V_info (ISBI 2012's foreground-restricted Rand and "
+            "information scores) of cells, F1, precision and recall of objects matched at "
+            "IoU > 0.5; true / found: objects in the reference / found."
+        )
+        self.object_note = QLabel()
+        self.object_note.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Prediction", self.prediction_combo)
         form.addRow("Reference", self.reference_combo)
@@ -73,6 +87,9 @@ class MetricsPanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.table)
+        layout.addWidget(self.object_table)
+        layout.addWidget(self.object_note)
+        self.show_object_scores(None, None)
         self.evaluate_button.clicked.connect(self.evaluate)
         self.on_canvas.toggled.connect(self.update_overlay)
         self.reference_combo.currentIndexChanged.connect(self._guess_reading)
@@ -104,6 +121,7 @@ class MetricsPanel(QGroupBox):
         data = np.asarray(mask.data)
         if data.ndim == 2:
             data = data[np.newaxis]
+        boundary = mask.metadata.get("boundary_classes")
         self.evaluate_button.setEnabled(False)
         self.job = Job(
             evaluate_job,
@@ -111,6 +129,8 @@ class MetricsPanel(QGroupBox):
             reference,
             names,
             offset or 0,
+            None if boundary is None else list(boundary),
+            self._objects_of(mask),
             description="Evaluating",
             on_result=lambda evaluation: self.show_in_turns(evaluation, mask),
             on_done=lambda _: self.evaluate_button.setEnabled(True),
@@ -128,8 +148,36 @@ class MetricsPanel(QGroupBox):
         mask.metadata["metrics"] = evaluation.report
         mask.metadata["metrics_rows"] = evaluation.rows
         self.mask_layer = mask
+        self.show_object_scores(evaluation.objects, evaluation.objects_note)
         yield
         self.update_overlay()
+
+    def show_object_scores(self, scores: dict[str, Any] | None, note: str | None) -> None:
+        """Show the object scores of the scored mask (or hide them), and why there are none."""
+        self.object_table.setVisible(bool(scores))
+        if scores:
+            fill_table(self.object_table, object_score_rows(scores), OBJECT_SCORE_COLUMNS)
+        self.object_note.setText(note or "")
+        self.object_note.setVisible(bool(note))
+        mask = self.mask_layer
+        if mask is not None and mask in self.viewer.layers:
+            if scores:
+                mask.metadata[OBJECT_METRICS_KEY] = scores
+            else:
+                mask.metadata.pop(OBJECT_METRICS_KEY, None)
+
+    def _objects_of(self, mask: Labels) -> dict[str, np.ndarray] | None:
+        """The objects shown for ``mask`` (same image and slice), by kind; None if none."""
+        shape = mask.data.shape
+        found = {
+            layer.metadata[OBJECT_KIND_KEY]: np.array(layer.data, copy=True)
+            for layer in self.viewer.layers
+            if layer.metadata.get(ROLE_KEY) == OBJECTS
+            and layer.metadata.get("source") == mask.metadata.get("source")
+            and layer.metadata.get("slice") == mask.metadata.get("slice")
+            and layer.data.shape == shape
+        }
+        return found or None
 
     def select_prediction(self, mask: Labels) -> None:
         """Choose ``mask`` as the prediction to score."""

@@ -1,4 +1,4 @@
-"""Predict & inspect: masks, probabilities, uncertainty, IoU / Dice, classes and Grad-CAM."""
+"""Predict & inspect: masks, probabilities, uncertainty, objects, scores, classes, Grad-CAM."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ from napari_dlbio._widgets._model_choices import (
     set_choices,
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
+from napari_dlbio._widgets._objects_panel import ObjectsPanel, unit_of
 from napari_dlbio._widgets._result_layers import show_layers, show_layers_in_turns
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.builtin_models import builtin_name
@@ -87,6 +88,13 @@ class PredictWidget(JobWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         self.metrics = MetricsPanel(napari_viewer)
+        self.objects = ObjectsPanel(
+            napari_viewer,
+            self.progress_bar,
+            self._set_running,
+            self._on_done,
+            self.metrics.show_object_scores,
+        )
         self.class_table = QTableWidget()
         self.gradcam_button = QPushButton("Grad-CAM of the current image")
         self.classes_box = QGroupBox("Classes per image")
@@ -109,6 +117,7 @@ class PredictWidget(JobWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.objects)
         layout.addWidget(self.metrics)
         layout.addWidget(self.classes_box)
         layout.addStretch()
@@ -146,10 +155,10 @@ class PredictWidget(JobWidget):
             function, args = predict_classes, (source, data, first or 0, classes[1], metadata)
             on_result = self._show_classes
         else:
-            placement = placement_of(image)
-            reference = self.metrics.reference(first)
+            reference, objects = self.metrics.reference(first), self.objects.requested()
             function = predict_segmentation
-            args = (source, data, placement, image.name, first, reference)
+            args = (source, data, placement_of(image), image.name, first, reference)
+            args += (objects, unit_of(image))
             on_result = self._show_segmentation
         self.status_label.setText("Predicting...")
         self.job = Job(
@@ -196,6 +205,7 @@ class PredictWidget(JobWidget):
         if self.job is not None and self.job.running:
             self.job.stop()
             self.cancel_button.setEnabled(False)
+        self.objects.stop()
 
     def _model_source(self) -> ModelSource:
         if self.model_combo.currentText() == MODEL_FOLDER:
@@ -216,9 +226,15 @@ class PredictWidget(JobWidget):
         self._keep_model(outcome.model)
         mask, *_ = yield from show_layers_in_turns(self.viewer, outcome.layers)
         self.metrics.select_prediction(mask)
+        self.objects.set_input(outcome.object_input, outcome.no_objects)
+        if outcome.objects is not None:
+            yield from self.objects.show_in_turns(outcome.objects)
         if outcome.evaluation is not None:
             yield from self.metrics.show_in_turns(outcome.evaluation, mask)
-        self.status_label.setText(f"Done: {mask.name} and its probabilities were added.")
+        found = "".join(f", {layer.name}" for layer in self.objects.layers() if outcome.objects)
+        note = outcome.evaluation and outcome.evaluation.objects_note
+        done = f"Done: {mask.name}, its probabilities{found} were added."
+        self.status_label.setText(f"{done} {note}" if note else done)
 
     def _show_classes(self, outcome: ClassificationOutcome) -> Iterator[None]:
         """Show the result in stages (see :class:`Job`): the table, then the canvas text."""
@@ -279,6 +295,7 @@ class PredictWidget(JobWidget):
         self.predict_button.setEnabled(not running)
         self.gradcam_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.objects.set_running(running)
 
     def _update_form(self, *_: Any) -> None:
         task = self._task()
@@ -292,4 +309,5 @@ class PredictWidget(JobWidget):
         self.model_picker.set_task(self._task())
         classifier = self._task() is Task.CLASSIFICATION
         self.metrics.setVisible(not classifier)
+        self.objects.setVisible(not classifier)
         self.classes_box.setVisible(classifier)
