@@ -132,3 +132,38 @@ def test_start_from_lists_the_built_in_models_of_the_task(viewer, isbi, leaves) 
     assert choices()[-1] == "built-in plantvillage-15"
     assert "built-in em-membranes" not in choices()
     assert widget.start_combo.currentText() == NEW_NETWORK  # no leaf model of that name
+
+
+def test_ticked_boundary_classes_travel_with_the_request(viewer, isbi) -> None:
+    _, annotation = isbi
+    widget = _ready(viewer, isbi)
+    ticks = widget.boundary_classes
+    assert ticks.names() == ["membrane"]  # the structure classes, not the background
+    assert ticks.ticked() == ()
+    request = widget._request()
+    assert request.config.boundary_classes == ()
+    assert "boundary_classes" not in request.training  # a fine-tuned model keeps its own
+
+    ticks.tick(["membrane"])
+    request = widget._request()
+    assert request.config.boundary_classes == ("membrane",)
+    assert request.config.class_roles() == {1: "boundary"}
+    widget.start_combo.setCurrentText("built-in em-membranes")
+    assert "keeps its own" in ticks.hint.text()
+    assert widget._request().training["boundary_classes"] == ("membrane",)
+
+    # New class names are listed at once; a class still there keeps its tick.
+    annotation.metadata = {**annotation.metadata, "class_names": ["bg", "membrane", "mito"]}
+    assert ticks.names() == ["membrane", "mito"]
+    assert ticks.ticked() == ("membrane",)
+
+
+def test_a_leaf_stack_has_no_boundary_classes(viewer, isbi, leaves) -> None:
+    image, annotation = isbi
+    widget = TrainWidget(viewer)
+    widget.image_combo.select(image)
+    widget.annotation_combo.select(annotation)
+    assert not widget.boundary_classes.isHidden()
+    widget.image_combo.select(leaves)
+    assert widget.boundary_classes.isHidden()
+    assert "boundary_classes" not in widget._request().config.to_dict()

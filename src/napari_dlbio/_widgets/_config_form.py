@@ -1,6 +1,8 @@
 """A form over a config dataclass: the main settings shown, the rest under "Advanced".
 
 Initial values come from the config's own defaults (the rules of thumb live there, once).
+Also here: the settings Train shows for each task, and :class:`ClassTicks`, the classes a
+user ticks (which are boundaries), as magicgui check boxes inside the Qt form.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from magicgui.widgets import CheckBox, Container
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QLabel,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -55,6 +59,49 @@ class Setting:
     factor: float = 1.0
     maximum: float = 100_000
     decimals: int = 3
+
+
+_AUGMENT = ("augment_flips", "augment_rotations", "augment_elastic", "augment_intensity")
+
+#: What Train shows of a :class:`~napari_dlbio.core.segmentation_config.SegmentationConfig`.
+SEGMENTATION_SETTINGS = (
+    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
+    Setting(("batch_size",), "batch size (patches)", maximum=1024),
+    Setting(("epochs",), "epochs"),
+    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
+    Setting(("network.depth",), "U-Net depth", training=False, maximum=8),
+    Setting(("network.base_filters",), "base filters", training=False, maximum=512),
+    Setting(_AUGMENT, "augmentation"),
+    Setting(("min_region_pixels",), "remove specks under (px)"),
+    Setting(("patch_size",), "patch size", advanced=True, maximum=2048),
+    Setting(("steps_per_epoch",), "steps per epoch", advanced=True),
+    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.5),
+    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
+    Setting(("loss",), "loss", advanced=True),
+    Setting(("class_weights",), "weight classes by area", advanced=True),
+    Setting(("network.batch_norm",), "batch norm", advanced=True, training=False),
+    Setting(("network.dropout",), "dropout", advanced=True, training=False, maximum=0.95),
+    Setting(("tile_size",), "prediction tile size", advanced=True, training=False, maximum=8192),
+    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
+)
+#: What Train shows of a :class:`~napari_dlbio.core.classifier_config.ClassifierConfig`.
+CLASSIFIER_SETTINGS = (
+    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
+    Setting(("batch_size",), "batch size", maximum=4096),
+    Setting(("epochs",), "epochs"),
+    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
+    Setting(("backbone",), "network", training=False),
+    Setting(("input_size",), "input size (px)", training=False, maximum=1024),
+    Setting(("augmentation",), "augmentation"),
+    Setting(("filters",), "first filters (small CNN)", advanced=True, training=False),
+    Setting(("blocks",), "blocks (small CNN)", advanced=True, training=False, maximum=7),
+    Setting(("dropout",), "dropout", advanced=True, training=False, maximum=0.95),
+    Setting(("fine_tune_epochs",), "backbone fine-tune epochs", advanced=True),
+    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.95),
+    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
+    Setting(("class_weights",), "weight classes by frequency", advanced=True),
+    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
+)
 
 
 class ConfigForm(QWidget):
@@ -150,6 +197,52 @@ class ConfigForm(QWidget):
         if isinstance(default, int) and not isinstance(default, bool):
             return round(value)
         return float(value)
+
+
+class ClassTicks(QWidget):
+    """A form row of classes to tick (none ticked at first), with a hint line below.
+
+    Parameters
+    ----------
+    label
+        The row's label, e.g. "Boundary classes".
+    tooltip
+        What ticking a class means.
+    """
+
+    def __init__(self, label: str, tooltip: str) -> None:
+        super().__init__()
+        self.boxes = Container(labels=False)
+        self.boxes.margins = (0, 0, 0, 0)
+        self.boxes.tooltip = tooltip
+        self.hint = QLabel()
+        self.hint.setWordWrap(True)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow(label, self.boxes.native)
+        form.addRow(self.hint)
+
+    def names(self) -> list[str]:
+        """The classes listed."""
+        return [box.text for box in self.boxes]
+
+    def ticked(self) -> tuple[str, ...]:
+        """The classes ticked, in the listed order."""
+        return tuple(box.text for box in self.boxes if box.value)
+
+    def set_names(self, names: Sequence[str]) -> None:
+        """List ``names``; a class listed before keeps its tick."""
+        if list(names) == self.names():
+            return
+        ticked = set(self.ticked())
+        self.boxes.clear()
+        for name in names:
+            self.boxes.append(CheckBox(text=name, value=name in ticked))
+
+    def tick(self, names: Sequence[str]) -> None:
+        """Tick exactly the listed classes among ``names``."""
+        for box in self.boxes:
+            box.value = box.text in names
 
 
 def _set_number(spin: QSpinBox | QDoubleSpinBox, value: Any, factor: float) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
@@ -25,11 +26,17 @@ from napari_dlbio._widgets._common import (
     PathEdit,
     annotation_class_names,
     class_stack_metadata,
+    connect_while_alive,
     has_role,
     image_data,
     spatial_shape,
 )
-from napari_dlbio._widgets._config_form import ConfigForm, Setting
+from napari_dlbio._widgets._config_form import (
+    CLASSIFIER_SETTINGS,
+    SEGMENTATION_SETTINGS,
+    ClassTicks,
+    ConfigForm,
+)
 from napari_dlbio._widgets._model_choices import (
     CURRENT_MODEL,
     MODEL_FOLDER,
@@ -56,45 +63,6 @@ from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 #: A first run that fits a laptop's lunch break; early stopping may end it sooner.
 DEFAULT_TIME_BUDGET_S = 600.0
-_AUGMENT = ("augment_flips", "augment_rotations", "augment_elastic", "augment_intensity")
-
-SEGMENTATION_SETTINGS = (
-    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
-    Setting(("batch_size",), "batch size (patches)", maximum=1024),
-    Setting(("epochs",), "epochs"),
-    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
-    Setting(("network.depth",), "U-Net depth", training=False, maximum=8),
-    Setting(("network.base_filters",), "base filters", training=False, maximum=512),
-    Setting(_AUGMENT, "augmentation"),
-    Setting(("min_region_pixels",), "remove specks under (px)"),
-    Setting(("patch_size",), "patch size", advanced=True, maximum=2048),
-    Setting(("steps_per_epoch",), "steps per epoch", advanced=True),
-    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.5),
-    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
-    Setting(("loss",), "loss", advanced=True),
-    Setting(("class_weights",), "weight classes by area", advanced=True),
-    Setting(("network.batch_norm",), "batch norm", advanced=True, training=False),
-    Setting(("network.dropout",), "dropout", advanced=True, training=False, maximum=0.95),
-    Setting(("tile_size",), "prediction tile size", advanced=True, training=False, maximum=8192),
-    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
-)
-CLASSIFIER_SETTINGS = (
-    Setting(("learning_rate",), "learning rate", decimals=5, maximum=1.0),
-    Setting(("batch_size",), "batch size", maximum=4096),
-    Setting(("epochs",), "epochs"),
-    Setting(("time_budget_s",), "time budget (min)", factor=60.0, decimals=1),
-    Setting(("backbone",), "network", training=False),
-    Setting(("input_size",), "input size (px)", training=False, maximum=1024),
-    Setting(("augmentation",), "augmentation"),
-    Setting(("filters",), "first filters (small CNN)", advanced=True, training=False),
-    Setting(("blocks",), "blocks (small CNN)", advanced=True, training=False, maximum=7),
-    Setting(("dropout",), "dropout", advanced=True, training=False, maximum=0.95),
-    Setting(("fine_tune_epochs",), "backbone fine-tune epochs", advanced=True),
-    Setting(("validation_fraction",), "validation fraction", advanced=True, maximum=0.95),
-    Setting(("early_stopping_patience",), "early-stopping patience", advanced=True),
-    Setting(("class_weights",), "weight classes by frequency", advanced=True),
-    Setting(("seed",), "random seed", advanced=True, maximum=2**31 - 1),
-)
 
 
 class TrainWidget(JobWidget):
@@ -116,6 +84,12 @@ class TrainWidget(JobWidget):
         self.classifier_form = ConfigForm(
             ClassifierConfig(time_budget_s=budget), CLASSIFIER_SETTINGS
         )
+        self.boundary_classes = ClassTicks(
+            "Boundary classes",
+            "Tick the classes that outline objects (membranes: the objects are the cells they "
+            "enclose); every other class is objects itself (mitochondria). Saved with the model.",
+        )
+        self._watched: weakref.WeakSet[Layer] = weakref.WeakSet()
         self.save_to = PathEdit(folder=True)
         self.save_to.edit.setPlaceholderText("optional: folder for the trained model")
         self.train_button = QPushButton("Train")
@@ -139,6 +113,7 @@ class TrainWidget(JobWidget):
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.boundary_classes)
         layout.addWidget(self.segmentation_form)
         layout.addWidget(self.classifier_form)
         save = QFormLayout()
@@ -155,6 +130,7 @@ class TrainWidget(JobWidget):
         self.stop_button.clicked.connect(self.stop)
         self.image_combo.currentIndexChanged.connect(self._update_form)
         self.start_combo.currentIndexChanged.connect(self._update_form)
+        self.annotation_combo.currentIndexChanged.connect(self._update_classes)
         self._set_running(False)
         self._update_form()
 
@@ -207,6 +183,7 @@ class TrainWidget(JobWidget):
             raise DlbioError("open an image (or a sample) first.")
         channels = 3 if image.rgb else 1
         classes = class_stack_metadata(image)
+        roles: dict[str, Any] = {}
         if classes is not None:
             names, targets = classes
             fixed: dict[str, Any] = {"class_names": tuple(names), "input_channels": channels}
@@ -218,13 +195,16 @@ class TrainWidget(JobWidget):
             targets = np.array(annotation.data, dtype=np.uint8, copy=True)
             names = annotation_class_names(annotation) or _default_names(targets)
             check_annotation(targets, len(names), spatial_shape(image) + (channels,) * image.rgb)
+            ticked = self.boundary_classes.ticked()
             fixed = {"class_names": tuple(names), "input_channels": channels}
+            # A fine-tuned model keeps its own roles unless the user ticks some.
+            roles = {"boundary_classes": ticked} if ticked else {}
         return TrainRequest(
             task=self.task,
             images=image_data(image),
             targets=targets,
-            config=self.form.config(**fixed),
-            training=self.form.values(training_only=True),
+            config=self.form.config(**fixed, **roles),
+            training={**self.form.values(training_only=True), **roles},
             start=self._model_source(),
             save_to=Path(self.save_to.text()) if self.save_to.text() else None,
             image_metadata=dict(image.metadata) if classes is not None else {},
@@ -292,6 +272,7 @@ class TrainWidget(JobWidget):
         self.stop_button.setEnabled(running)
         for widget in (self.image_combo, self.annotation_combo, self.start_combo, self.form):
             widget.setEnabled(not running)
+        self.boundary_classes.setEnabled(not running)
 
     def _update_form(self, *_: Any) -> None:
         classifier = self.task is Task.CLASSIFICATION
@@ -300,6 +281,7 @@ class TrainWidget(JobWidget):
         )
         self.annotation_combo.setEnabled(not classifier)
         self.segmentation_form.setVisible(not classifier)
+        self.boundary_classes.setVisible(not classifier)
         self.classifier_form.setVisible(classifier)
         set_choices(
             self.start_combo,
@@ -310,6 +292,26 @@ class TrainWidget(JobWidget):
         self.start_folder_label.setVisible(start == MODEL_FOLDER)
         self.form.set_architecture_enabled(start == NEW_NETWORK)
         self.model_picker.set_task(self.task)
+        self._update_classes()
+
+    def _update_classes(self, *_: Any) -> None:
+        """List the annotation's structure classes; follow its class names as they change."""
+        annotation = self.annotation_combo.layer()
+        if annotation is not None and annotation not in self._watched:
+            for emitter in (annotation.events.metadata, annotation.events.data):
+                connect_while_alive(emitter, self._update_classes, self)
+            self._watched.add(annotation)
+        names = annotation_class_names(annotation)
+        if not names and annotation is not None and isinstance(annotation.data, np.ndarray):
+            names = _default_names(annotation.data)
+        self.boundary_classes.set_names(names[1:])
+        if not names:
+            hint = "Choose an annotation to list its classes."
+        elif self.start_combo.currentText() == NEW_NETWORK:
+            hint = "None ticked: every class is objects of its own."
+        else:
+            hint = "None ticked: the model keeps its own boundary classes."
+        self.boundary_classes.hint.setText(hint)
 
 
 def _default_names(annotation: np.ndarray) -> list[str]:
