@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import tifffile
+from napari.layers import Layer
+from napari.utils.notifications import notification_manager
 
+from napari_dlbio._layers import OBJECTS, ROLE_KEY, Placement
+from napari_dlbio._object_layers import objects_layers
 from napari_dlbio._widgets.export_widget import PNGS, ExportWidget
 from napari_dlbio.core.events import RunState
+from napari_dlbio.core.measurements import FEATURE_COLUMNS, measure_objects
+from napari_dlbio.core.object_finder import ObjectKind
 
 pytestmark = pytest.mark.gui
 
@@ -66,3 +74,109 @@ def test_metrics_and_model_need_something_to_export(viewer, tmp_path, shown_erro
     texts = shown_errors()
     assert any("no metrics yet" in text for text in texts)
     assert any("no model to save" in text for text in texts)
+
+
+def _objects_layer(viewer, labels, image, kind, source="em", **meta):
+    return viewer.add_labels(
+        labels,
+        name=f"{source} {kind}",
+        features=measure_objects(labels, image, kind),
+        metadata={ROLE_KEY: OBJECTS, "source": source, "kind": kind, "slice": None, **meta},
+    )
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_objects_of_an_image_export_as_the_command_line_writes_them(
+    viewer, finish, tmp_path, shown_errors
+) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 16, 16))
+    cells = np.zeros((2, 16, 16), np.uint32)
+    cells[0, :8], cells[0, 8:], cells[1, :, :8] = 1, 2, 70_000
+    mitochondria = np.zeros((2, 16, 16), np.uint32)
+    mitochondria[1, 4:7, 10:14] = 5
+    viewer.add_image(image, name="em")
+    mito_layer = _objects_layer(viewer, mitochondria, image, "mitochondrion")
+    _objects_layer(viewer, cells, image, "cells")
+    _objects_layer(viewer, cells[:, ::-1].copy(), image, "cells", source="other")
+    widget = ExportWidget(viewer)
+    assert widget.objects_combo.layer() is not None  # objects layers are preferred
+    widget.objects_combo.select(mito_layer)
+    folder = tmp_path / "objects"
+    widget.objects_path.setText(str(folder))
+    widget.objects_button.click()
+    finish(widget)
+
+    assert widget.job.state is RunState.DONE, shown_errors()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cells.tif",
+        "mitochondrion.tif",
+        "objects.csv",
+    ]
+    for name, labels in (("cells", cells), ("mitochondrion", mitochondria)):
+        read = tifffile.imread(folder / f"{name}.tif")
+        assert read.dtype == np.uint32
+        np.testing.assert_array_equal(read, labels)
+    table = _rows(folder / "objects.csv")
+    assert list(table[0]) == list(FEATURE_COLUMNS)
+    # Three cells and one mitochondrion of "em", by slice, cells first in each slice.
+    assert [(row["slice"], row["class"], row["label"]) for row in table] == [
+        ("0", "cells", "1"),
+        ("0", "cells", "2"),
+        ("1", "cells", "70000"),
+        ("1", "mitochondrion", "5"),
+    ]
+    assert all(button.isEnabled() for button in widget.buttons)
+
+
+def test_existing_objects_are_never_overwritten(viewer, finish, tmp_path, shown_errors) -> None:
+    image = np.zeros((2, 8, 8))
+    cells = np.ones((2, 8, 8), np.uint32)
+    layer = _objects_layer(viewer, cells, image, "cells")
+    (tmp_path / "cells.tif").write_bytes(b"precious")
+    widget = ExportWidget(viewer)
+    widget.objects_combo.select(layer)
+    widget.objects_path.setText(str(tmp_path))
+    widget.objects_button.click()
+    finish(widget)
+    assert widget.job.state is RunState.FAILED
+    assert (tmp_path / "cells.tif").read_bytes() == b"precious"
+    assert not (tmp_path / "objects.csv").exists()
+    assert any("does not overwrite" in text for text in shown_errors())
+    assert all(button.isEnabled() for button in widget.buttons)
+
+
+def test_a_labels_layer_without_an_objects_table_is_refused(viewer, tmp_path, shown_errors):
+    layer = viewer.add_labels(np.zeros((2, 8, 8), np.uint8), name="mask")
+    widget = ExportWidget(viewer)
+    widget.objects_combo.select(layer)
+    widget.objects_path.setText(str(tmp_path / "objects"))
+    widget.objects_button.click()
+    assert widget.job is None
+    assert not (tmp_path / "objects").exists()
+    assert any("no label, class" in text for text in shown_errors())
+
+
+def test_a_one_slice_prediction_exports_its_slice(viewer, finish, tmp_path, shown_errors):
+    image = np.random.default_rng(0).random((5, 16, 16))
+    cells = np.zeros((1, 16, 16), np.uint32)
+    cells[0, :8], cells[0, 8:] = 1, 2
+    table = measure_objects(cells, image[3:4], "cells", first_slice=3)
+    kinds = [ObjectKind(1, "membrane", "boundary")]
+    where = Placement((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    (data,) = objects_layers({"cells": cells}, table, kinds, where, "em", slice_index=3)
+    layer = viewer.add_layer(Layer.create(*data))  # as Predict & inspect shows it
+    widget = ExportWidget(viewer)
+    widget.objects_combo.select(layer)
+    widget.objects_path.setText(str(tmp_path))
+    widget.objects_button.click()
+    finish(widget)
+    assert widget.job.state is RunState.DONE, shown_errors()
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells.tif"), cells[0])
+    assert {row["slice"] for row in _rows(tmp_path / "objects.csv")} == {"3"}
+    infos = [str(record.message) for record in notification_manager.records]
+    assert any("slice 3 only" in text for text in infos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,8 +11,12 @@ import numpy as np
 from napari_dlbio._layers import metrics_csv
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.events import CancelToken, Notice
+from napari_dlbio.core.events import CancelToken, Notice, TileDone
 from napari_dlbio.core.io import atomic_file, refuse_occupied_folder
+from napari_dlbio.core.measurements import FEATURE_COLUMNS
+from napari_dlbio.core.object_files import OBJECTS_CSV, object_files
+from napari_dlbio.core.object_finder import CELLS, ObjectKind, concatenate_tables, empty_table
+from napari_dlbio.core.object_settings import BOUNDARY, OBJECT
 
 if TYPE_CHECKING:
     from napari_dlbio.models.store import ModelFolder
@@ -64,6 +69,88 @@ def export_model(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
     model.path = saved
     yield Notice(f"Saved the model folder {saved}.")
     return [str(saved)]
+
+
+def export_objects(
+    folder: Path,
+    labels: Mapping[str, Any],
+    tables: Mapping[str, Mapping[str, np.ndarray]],
+    slice_index: int | None,
+    *,
+    cancel: CancelToken,
+) -> Job:
+    """Write objects as ``dlbio predict --instances`` does: ``<kind>.tif`` and objects.csv.
+
+    Parameters
+    ----------
+    folder
+        Where ``cells.tif`` (a boundary class's cells), ``<class>.tif`` (an object class's
+        objects) and ``objects.csv`` go; none of them may exist yet (the folder may).
+    labels
+        Instance labels by kind name (``cells`` or the class name), all (Z, Y, X) or all
+        (Y, X); read slice by slice, so they may be memory-mapped or lazy.
+    tables
+        The objects table of each kind (:func:`objects_table`), by kind name.
+    slice_index
+        The stack slice a one-slice prediction's objects belong to, ``None`` for all of it.
+    """
+    names = sorted(labels, key=lambda name: name != CELLS)  # cells first, as the CLI
+    for name in names:
+        if not name or name in (".", "..") or Path(name).name != name:
+            raise InputDataError(f"{name!r} cannot name a file; rename the objects layer.")
+    shapes = {tuple(np.shape(labels[name])) for name in names}
+    if len(shapes) != 1 or len(next(iter(shapes))) not in (2, 3):
+        raise InputDataError(
+            f"The objects layers of one image must all be (Y, X) or all the same (Z, Y, X) "
+            f"shape, not {sorted(shapes)}."
+        )
+    # object_files needs the kinds' names only; their class indices are not known here.
+    kinds = [ObjectKind(0, name, BOUNDARY if name == CELLS else OBJECT) for name in names]
+    table = concatenate_tables([tables[name] for name in names])
+    # Rows by slice, within a slice cells first: the order the command line writes them in.
+    order = np.argsort(table["slice"], kind="stable")
+    table = {column: values[order] for column, values in table.items()}
+    stacks = {
+        name: labels[name] if np.ndim(labels[name]) == 3 else [labels[name]] for name in names
+    }
+    depth = len(stacks[names[0]])
+    with object_files(folder, kinds, depth) as files:
+        for z in range(depth):
+            files.add_slice({name: np.asarray(stack[z]) for name, stack in stacks.items()}, {})
+            yield TileDone(z + 1, depth)
+        files.add_rows(table)
+    written = [folder / kind.file_name for kind in kinds] + [folder / OBJECTS_CSV]
+    which = "" if slice_index is None else f" of slice {slice_index} only (what the layers hold)"
+    files_text = ", ".join(path.name for path in written)
+    yield Notice(f"Saved the objects{which}: {files_text} in {folder}.")
+    return [str(path) for path in written]
+
+
+def objects_table(features: Any) -> dict[str, np.ndarray]:
+    """An objects layer's ``features`` as the objects table: its columns, typed, in order.
+
+    Parameters
+    ----------
+    features
+        A table of columns (a pandas DataFrame or a dict) holding at least the
+        :data:`~napari_dlbio.core.measurements.FEATURE_COLUMNS`.
+
+    Raises
+    ------
+    InputDataError
+        A column is missing: the layer holds no objects table.
+    """
+    missing = [name for name in FEATURE_COLUMNS if name not in features]
+    if missing:
+        raise InputDataError(
+            f"its features table has no {', '.join(missing)} column(s); objects layers come "
+            "from Predict & inspect."
+        )
+    types = empty_table()  # the columns' types, as measured
+    return {
+        name: np.asarray(features[name]).astype(str if name == "class" else types[name].dtype)
+        for name in FEATURE_COLUMNS
+    }
 
 
 def _refuse_existing(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Export: the mask (TIFF stack or PNG slices), probabilities, the metrics table, the model."""
+"""Export: the mask (TIFF stack or PNG slices), probabilities, the metrics table, the objects
+(as ``dlbio predict --instances`` writes them), the model."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dlbio._layers import GRAD_CAM, PREDICTION, PROBABILITY, UNCERTAINTY
+from napari_dlbio._layers import GRAD_CAM, OBJECTS, PREDICTION, PROBABILITY, ROLE_KEY, UNCERTAINTY
+from napari_dlbio._object_layers import OBJECT_KIND_KEY
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
     LayerCombo,
@@ -31,9 +33,12 @@ from napari_dlbio._widgets._export_jobs import (
     export_mask,
     export_metrics,
     export_model,
+    export_objects,
+    objects_table,
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._worker import Job, JobFunction
+from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
 TIFF, PNGS = "TIFF stack", "PNG slices (a new folder)"
@@ -56,12 +61,22 @@ class ExportWidget(JobWidget):
         self.image_button = QPushButton("Export as TIFF")
         self.metrics_path = PathEdit(folder=False)
         self.metrics_button = QPushButton("Export metrics CSV")
+        self.objects_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(OBJECTS))
+        self.objects_path = PathEdit(folder=True)
+        self.objects_path.edit.setPlaceholderText("a folder; no file there is ever replaced")
+        self.objects_button = QPushButton("Export objects")
         self.model_picker = ModelPicker(self.session, None)
         self.model_path = PathEdit(folder=True)
         self.model_button = QPushButton("Save model folder")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
-        self.buttons = (self.mask_button, self.image_button, self.metrics_button, self.model_button)
+        self.buttons = (
+            self.mask_button,
+            self.image_button,
+            self.metrics_button,
+            self.objects_button,
+            self.model_button,
+        )
 
         layout = QVBoxLayout(self)
         layout.addWidget(
@@ -91,6 +106,13 @@ class ExportWidget(JobWidget):
         )
         layout.addWidget(
             _group(
+                "Objects: cells.tif / <class>.tif and objects.csv",
+                [("Objects of", self.objects_combo), ("Folder", self.objects_path)],
+                self.objects_button,
+            )
+        )
+        layout.addWidget(
+            _group(
                 "Model",
                 [("Model", self.model_picker), ("Folder", self.model_path)],
                 self.model_button,
@@ -101,6 +123,7 @@ class ExportWidget(JobWidget):
         self.mask_button.clicked.connect(self.export_mask)
         self.image_button.clicked.connect(self.export_image)
         self.metrics_button.clicked.connect(self.export_metrics)
+        self.objects_button.clicked.connect(self.export_objects)
         self.model_button.clicked.connect(self.export_model)
 
     def export_mask(self) -> Job | None:
@@ -135,6 +158,28 @@ class ExportWidget(JobWidget):
             return None
         return self._start(export_metrics, path, list(rows))
 
+    def export_objects(self) -> Job | None:
+        """Write every objects layer of the chosen layer's image, as the command line does."""
+        layer = self.objects_combo.layer()
+        folder = self._path(self.objects_path, layer)
+        if layer is None or folder is None:
+            return None
+        labels: dict[str, Any] = {}
+        tables: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            for each in same_image_objects(self.viewer, layer):
+                kind = kind_name(each)
+                if kind in labels:
+                    raise DlbioError(f"two of its layers hold {kind}; remove one.")
+                tables[kind] = objects_table(each.features)
+                # Not copied: the job reads the labels slice by slice as it writes them.
+                labels[kind] = each.data[0] if each.multiscale else each.data
+        except DlbioError as error:
+            show_error(f"Cannot export the objects of {layer.name}: {error}")
+            return None
+        slice_index = layer.metadata.get("slice")
+        return self._start(export_objects, folder, labels, tables, slice_index)
+
     def export_model(self) -> Job | None:
         """Save the chosen model of the session as a new model folder."""
         model = self.model_picker.model()
@@ -168,6 +213,40 @@ class ExportWidget(JobWidget):
         texts = {RunState.DONE: "Saved.", RunState.FAILED: "Not saved; see the notification."}
         self.status_label.setText(texts.get(state, state.value))
         self.session.saved()  # a saved model is listed with its folder
+
+
+def same_image_objects(viewer: Any, chosen: Labels) -> list[Labels]:
+    """The objects layers of the same image and slice(s) as ``chosen``, in the viewer's order.
+
+    A Labels layer that Predict & inspect did not make as objects comes alone.
+    """
+    meta = chosen.metadata
+    if meta.get(ROLE_KEY) != OBJECTS or meta.get("source") is None:
+        return [chosen]
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Labels)
+        and layer.metadata.get(ROLE_KEY) == OBJECTS
+        and layer.metadata.get("source") == meta["source"]
+        and layer.metadata.get("slice") == meta.get("slice")
+    ]
+
+
+def kind_name(layer: Labels) -> str:
+    """The kind of object a layer holds (``cells`` or a class): as its metadata says, else
+    as its table's ``class`` column says, else its name after the image's."""
+    kind = layer.metadata.get(OBJECT_KIND_KEY)
+    if isinstance(kind, str) and kind:
+        return kind
+    features = layer.features
+    classes = set(features["class"].astype(str)) if "class" in features else set()
+    if len(classes) == 1:
+        return classes.pop()
+    source = str(layer.metadata.get("source", ""))
+    if source and layer.name.startswith(f"{source} "):
+        return layer.name.removeprefix(f"{source} ")
+    return layer.name
 
 
 def _group(title: str, rows: list[tuple[str, QWidget]], button: QPushButton) -> QGroupBox:
