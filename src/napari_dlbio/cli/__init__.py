@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from napari_dlbio import __version__
 from napari_dlbio.cli._object_options import add_object_options, wants_objects
+from napari_dlbio.cli.export import add_export_command
 from napari_dlbio.core.errors import DlbioError
 
 # The model store refuses larger config.json files too.
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the built-in models")
     models.add_argument("--json", action="store_true", help="print a JSON list of objects")
     _add_verbose_option(models)
+
+    _add_verbose_option(add_export_command(commands))
     return parser
 
 
@@ -157,6 +160,10 @@ def _print_any_file_name() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from napari_dlbio.cli.export import export
+
+        return export(args)
     from napari_dlbio.cli import classification, segmentation
 
     if args.command == "models":
