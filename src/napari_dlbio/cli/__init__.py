@@ -228,12 +228,19 @@ def _list_builtin_models(as_json: bool) -> int:
 
 
 def _model_task(model_dir: str) -> str:
-    """The task a model folder was made for, read without loading TensorFlow."""
+    """The task a model folder or bioimage.io package (.zip) was made for, read without
+    loading TensorFlow."""
     import json
+    import zipfile
+    from pathlib import Path
 
+    from napari_dlbio.core.bioimageio_rdf import package_task, read_package_rdf
     from napari_dlbio.core.builtin_models import model_folder_path
     from napari_dlbio.core.errors import ModelFolderError
 
+    package = Path(model_dir)
+    if package.suffix.lower() == ".zip" or (package.is_file() and zipfile.is_zipfile(package)):
+        return package_task(read_package_rdf(package)).value
     config_path = model_folder_path(model_dir) / "config.json"
     try:
         # A regular file of sane size only: a device or a huge file is no model description.

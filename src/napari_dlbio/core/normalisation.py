@@ -10,9 +10,11 @@ colour: :func:`fit_channels` refuses an image whose channels the model was not t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
+from napari_dlbio.core.bioimage_processing import ProcessingStep, apply_steps
 from napari_dlbio.core.errors import ConfigError, InputDataError
 
 # Percentiles are estimated on at most this many pixels (a strided subsample beyond it):
@@ -260,6 +262,42 @@ def normalise_percentile(
         _check_plane(plane, "image", f"slice {z}")
         plane_ranges = _ranges(_subsample(plane[np.newaxis]), low, high) if per_slice else ranges
         _scale(plane, plane_ranges, out[z])
+    return out
+
+
+def normalise_input(
+    stack: np.ndarray,
+    low: float,
+    high: float,
+    steps: Sequence[ProcessingStep] | None = None,
+) -> np.ndarray:
+    """Normalise a stack as a model wants it: by percentiles, or by a package's own steps.
+
+    Parameters
+    ----------
+    stack : np.ndarray
+        (Z, Y, X, C), any real dtype.
+    low, high : float
+        Percentiles of :func:`normalise_percentile`, used when ``steps`` is None.
+    steps : sequence of ProcessingStep, optional
+        The pre-processing of a model imported from a bioimage.io package (see
+        :mod:`napari_dlbio.core.bioimage_processing`), applied slice by slice instead.
+
+    Returns
+    -------
+    np.ndarray
+        float32 array of the same shape.
+    """
+    if steps is None:
+        return normalise_percentile(stack, low, high)
+    shape = np.shape(stack)
+    if len(shape) != 4:
+        raise InputDataError(f"Expected a (Z, Y, X, C) stack, got shape {shape}.")
+    out = np.empty(shape, dtype=np.float32)
+    for z in range(shape[0]):
+        plane = np.asarray(stack[z : z + 1])
+        _check_plane(plane, "image", f"slice {z}")
+        out[z : z + 1] = apply_steps(plane, steps)
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from enum import Enum
 
+from napari_dlbio.core.bioimage_processing import ProcessingStep
 from napari_dlbio.core.config import JsonConfig, check
 from napari_dlbio.core.object_settings import class_roles
 
@@ -161,6 +162,12 @@ class SegmentationConfig(JsonConfig):
     min_region_pixels
         In predicted masks, regions of a structure class with fewer pixels (4-connected,
         per slice) become background; 0 keeps all (see :mod:`napari_dlbio.core.masks`).
+    input_processing, output_processing
+        Set only for a model imported from a bioimage.io package that napari-dlbio did not
+        write: its network is the package's (``network`` then only gives the size
+        multiple of the image sides), ``input_processing`` replaces the percentile
+        normalisation, and ``output_processing`` turns the network's output into class
+        probabilities (see :mod:`napari_dlbio.core.bioimage_processing`).
     """
 
     class_names: tuple[str, ...] = ("background", "membrane")
@@ -189,6 +196,13 @@ class SegmentationConfig(JsonConfig):
     tile_size: int = 512
     tile_overlap: int = 32
     min_region_pixels: int = 0
+    input_processing: tuple[ProcessingStep, ...] | None = None
+    output_processing: tuple[ProcessingStep, ...] = ()
+
+    @property
+    def packaged_network(self) -> bool:
+        """Whether the network and its processing come from a bioimage.io package."""
+        return self.input_processing is not None
 
     @property
     def n_classes(self) -> int:

@@ -65,10 +65,15 @@ from napari_dlbio.core.bioimageio_text import (
     segmentation_notes,
     summary_text,
 )
-from napari_dlbio.core.builtin_models import CARD_FILE, builtin_name, refuse_builtin_destination
+from napari_dlbio.core.builtin_models import (
+    CARD_FILE,
+    builtin_name,
+    model_label,
+    refuse_builtin_destination,
+)
 from napari_dlbio.core.class_dataset import to_input_image
 from napari_dlbio.core.config import Task
-from napari_dlbio.core.errors import DlbioError, InputDataError
+from napari_dlbio.core.errors import DlbioError, InputDataError, ModelFolderError
 from napari_dlbio.core.io import atomic_file, refuse_existing_file
 from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.normalisation import normalise_percentile
@@ -151,6 +156,12 @@ def export_bioimageio(
     refuse_builtin_destination(out_zip)
     spec = _spec_api()
     model = model_ref if isinstance(model_ref, ModelFolder) else load_model_folder(model_ref)
+    if getattr(model.config, "packaged_network", False):
+        raise ModelFolderError(
+            f"{model_label(model.path)} came from someone else's bioimage.io package, whose "
+            "network and processing napari-dlbio does not describe again; share that package "
+            "itself, or a model trained here."
+        )
     name = builtin_name(model.path)
     licence = _licence(spec, name, licence)
     authors = list(authors) or default_authors(name)

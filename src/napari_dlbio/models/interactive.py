@@ -19,6 +19,7 @@ from collections.abc import Generator
 import numpy as np
 
 from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import ModelFolderError
 from napari_dlbio.core.events import (
     BatchEnded,
     CancelToken,
@@ -92,6 +93,11 @@ class FineTuner:
         if learning_rate is None:
             learning_rate = SCRATCH_LEARNING_RATE if model is None else BURST_LEARNING_RATE
         config = config if model is None else fine_tuning_config(config, model)
+        if config.packaged_network:
+            raise ModelFolderError(
+                "Correct & fine-tune trains napari-dlbio's U-Nets; this model's network comes "
+                "from a bioimage.io package. Fine-tune it with Train instead."
+            )
         self.config = config.replace(
             learning_rate=learning_rate, patch_size=patch_size, batch_size=batch_size
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_dlbio.core.bioimage_processing import StepKind, output_probabilities
 from napari_dlbio.core.builtin_models import model_label
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError, ModelFolderError
@@ -36,7 +37,7 @@ from napari_dlbio.core.io import physical_memory_bytes
 from napari_dlbio.core.labels import check_annotation_values, classes_from_annotation
 from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.metrics import segmentation_report
-from napari_dlbio.core.normalisation import check_finite, fit_channels, normalise_percentile
+from napari_dlbio.core.normalisation import check_finite, fit_channels, normalise_input
 from napari_dlbio.core.patches import class_pixel_counts
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.core.tiling import (
@@ -174,7 +175,11 @@ def iter_train_segmentation(
     strategy = choose_strategy()
     batch_size = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build_unet(config.network, config.input_channels, config.n_classes)
+        if config.packaged_network and initial is not None:
+            # A bioimage.io package's own network, not a U-Net of ``config.network``.
+            model = keras.models.clone_model(initial.model)
+        else:
+            model = build_unet(config.network, config.input_channels, config.n_classes)
         if initial is not None:
             model.set_weights(initial.model.get_weights())
         model.compile(
@@ -288,6 +293,7 @@ def fine_tuning_config(config: SegmentationConfig, initial: ModelFolder) -> Segm
         When ``initial`` is not a segmentation model.
     """
     base = _segmentation_config(initial)
+    _refuse_untrainable_output(base, initial)
     return config.replace(
         class_names=base.class_names,
         boundary_classes=config.boundary_classes or base.boundary_classes,
@@ -297,7 +303,26 @@ def fine_tuning_config(config: SegmentationConfig, initial: ModelFolder) -> Segm
         normalise_high=base.normalise_high,
         tile_size=base.tile_size,
         tile_overlap=base.tile_overlap,
+        input_processing=base.input_processing,
+        output_processing=base.output_processing,
     )
+
+
+# Post-processing that reads probabilities: a network followed only by these already
+# outputs what the loss compares with the annotation.
+_PROBABILITY_STEPS = {StepKind.BINARIZE, StepKind.CLIP, StepKind.ENSURE_DTYPE}
+
+
+def _refuse_untrainable_output(config: SegmentationConfig, model: ModelFolder) -> None:
+    """Refuse to fine-tune a packaged network whose output is not yet probabilities."""
+    steps = [step.kind.value for step in config.output_processing]
+    if any(step.kind not in _PROBABILITY_STEPS for step in config.output_processing):
+        raise ModelFolderError(
+            f"{model.path or 'This model'} comes from a bioimage.io package whose network "
+            f"output becomes probabilities only after its post-processing ({', '.join(steps)}); "
+            "napari-dlbio can predict with it but fine-tunes only networks that output "
+            "probabilities themselves."
+        )
 
 
 def _segmentation_config(model: ModelFolder) -> SegmentationConfig:
@@ -463,6 +488,11 @@ def iter_predict_slices(
     weights = blending_window(config.tile_size, config.tile_overlap)[:tile_h, :tile_w]
     batch = max(1, PREDICT_PIXELS_PER_BATCH // (tile_h * tile_w))
     step = _predict_step(model.model, channels)
+    one_channel = model.model.output.shape[-1] == 1
+
+    def finish(raw: np.ndarray) -> np.ndarray:
+        return output_probabilities(raw, config.output_processing, one_channel)
+
     n_classes = config.n_classes
     total = n_slices * len(windows)
     pending: list[tuple[int, tuple[slice, slice]]] = []
@@ -475,7 +505,9 @@ def iter_predict_slices(
         if not normalised:
             plane = fit_channels(plane, channels)
             check_finite(plane, "image")
-            plane = normalise_percentile(plane, config.normalise_low, config.normalise_high)
+            plane = normalise_input(
+                plane, config.normalise_low, config.normalise_high, config.input_processing
+            )
         plane, _ = pad_to_multiple(plane[0], multiple)
         if len(windows) > 1:
             stitchers[z] = Stitcher(padded_shape, n_classes, dtype=np.float32)
@@ -506,7 +538,7 @@ def iter_predict_slices(
                 yield TileDone(done, total)
                 if tile_window is windows[-1]:
                     whole = stitchers.pop(tile_z).result() if tile_z in stitchers else values
-                    yield SlicePredicted(tile_z, n_slices, whole[crop])
+                    yield SlicePredicted(tile_z, n_slices, finish(whole[crop]))
             pending.clear()
     yield Finished(RunState.DONE)
 

@@ -22,7 +22,7 @@ from napari_dlbio.core.normalisation import (
     as_stack,
     check_finite,
     fit_channels,
-    normalise_percentile,
+    normalise_input,
 )
 from napari_dlbio.core.patches import (
     PatchSampler,
@@ -106,7 +106,9 @@ def prepare_images(images: np.ndarray, config: SegmentationConfig) -> np.ndarray
     """
     stack = as_model_stack(images, config)
     check_finite(stack, "image")
-    return normalise_percentile(stack, config.normalise_low, config.normalise_high)
+    return normalise_input(
+        stack, config.normalise_low, config.normalise_high, config.input_processing
+    )
 
 
 def as_model_stack(images: np.ndarray, config: SegmentationConfig) -> np.ndarray:
@@ -175,7 +177,9 @@ def prepare_training_data(
             f"({height} x {width} pixels); {advice}."
         )
     check_finite(stack, "image")
-    normalised = normalise_percentile(stack, config.normalise_low, config.normalise_high)
+    normalised = normalise_input(
+        stack, config.normalise_low, config.normalise_high, config.input_processing
+    )
     train_slices, validation_slices = split_validation(
         annotations, config.validation_fraction, config.seed
     )

@@ -136,11 +136,17 @@ def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFold
     Parameters
     ----------
     folder
-        The folder written by :func:`save_model_folder`, or ``builtin:NAME`` for a model
-        shipped with the package (its files are first checked against the package's record).
+        The folder written by :func:`save_model_folder`, ``builtin:NAME`` for a model
+        shipped with the package (its files are first checked against the package's
+        record), or a bioimage.io model package (``.zip``, see
+        :func:`~napari_dlbio.models.bioimageio_import.load_bioimageio_package`).
     task
         If given, refuse a model made for another task.
     """
+    if _is_package(folder):
+        from napari_dlbio.models.bioimageio_import import load_bioimageio_package
+
+        return load_bioimageio_package(folder, task)
     folder = model_folder_path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; choose a napari-dlbio model folder.")
@@ -165,6 +171,28 @@ def load_model_folder(folder: str | Path, task: Task | None = None) -> ModelFold
         history=_read_json(folder / HISTORY_FILE, required=False) or {},
         metrics=_read_json(folder / METRICS_FILE, required=False) or {},
     )
+
+
+def load_keras_file(model_path: Path) -> Any:
+    """Load a Keras file (``.keras``, or legacy ``.h5``) with safe mode on, uncompiled.
+
+    A ``.keras`` archive whose network names code outside Keras is refused before Keras
+    reads it.
+
+    Raises
+    ------
+    ModelFolderError
+        The file is damaged or asks for code to run.
+    """
+    if zipfile.is_zipfile(model_path):
+        _check_archive(model_path)
+    return _load_keras_safely(model_path)
+
+
+def _is_package(path: str | Path) -> bool:
+    """Whether ``path`` names a bioimage.io package (a zip file) rather than a folder."""
+    path = Path(path)
+    return path.suffix.lower() == ".zip" or (path.is_file() and zipfile.is_zipfile(path))
 
 
 def _config_document(task: Task, config: JsonConfig) -> dict[str, Any]:
