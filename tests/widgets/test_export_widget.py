@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import csv
+import os
+import sys
+import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tifffile
 from napari.layers import Layer
 from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QFileDialog
 
 from napari_dlbio._layers import OBJECTS, ROLE_KEY, Placement
 from napari_dlbio._object_layers import objects_layers
+from napari_dlbio._widgets._common import PACKAGE_FILTER
+from napari_dlbio._widgets._model_choices import MODEL_FOLDER
+from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.export_widget import PNGS, ExportWidget
+from napari_dlbio._widgets.predict_widget import CURRENT_SLICE, PredictWidget
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 from napari_dlbio.core.measurements import FEATURE_COLUMNS, measure_objects
 from napari_dlbio.core.object_finder import ObjectKind
+from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 pytestmark = pytest.mark.gui
 
@@ -180,3 +191,86 @@ def test_a_one_slice_prediction_exports_its_slice(viewer, finish, tmp_path, show
     assert {row["slice"] for row in _rows(tmp_path / "objects.csv")} == {"3"}
     infos = [str(record.message) for record in notification_manager.records]
     assert any("slice 3 only" in text for text in infos)
+
+
+def test_a_model_exports_as_a_bioimageio_package_that_predicts_as_it_does(
+    viewer, isbi, finish, tmp_path, shown_errors
+) -> None:
+    pytest.importorskip("bioimageio.spec", reason='needs: pip install "napari-dlbio[bioimageio]"')
+    image, _ = isbi
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict)
+    predict.image_combo.select(image)
+    viewer.dims.set_point(0, 2)
+    predict.scope_combo.setCurrentText(CURRENT_SLICE)
+    predict.predict_button.click()  # the built-in model, which then joins the session
+    finish(predict)
+    assert shown_errors() == []
+    builtin_mask = np.array(viewer.layers["ISBI 2012 EM mask"].data)
+
+    widget = ExportWidget(viewer)
+    assert widget.model_picker.currentText().endswith(
+        "built-in em-membranes (shipped with napari-dlbio)"
+    )
+    package = tmp_path / "em membranes.zip"
+    widget.package_path.setText(str(package))
+    widget.package_button.click()
+    finish(widget)
+    assert widget.job.state is RunState.DONE, shown_errors()
+    with zipfile.ZipFile(package) as archive:
+        assert "rdf.yaml" in archive.namelist()
+    assert f'bioimageio test "{package}"' in widget.status_label.text()
+    # bioimageio.core would switch Keras to torch for every later child process (training).
+    assert os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+    written = package.read_bytes()
+    widget.package_button.click()
+    finish(widget)
+    assert widget.job.state is RunState.FAILED
+    assert package.read_bytes() == written
+    assert any("does not overwrite" in text for text in shown_errors())
+    assert all(button.isEnabled() for button in widget.buttons)
+
+    predict.model_combo.setCurrentText(MODEL_FOLDER)
+    assert predict.model_folder_label.text() == "Model folder or .zip"
+    predict.model_folder.setText(str(package))
+    predict.predict_button.click()
+    finish(predict)
+    assert predict.job.state is RunState.DONE, shown_errors()
+    mask = viewer.layers["ISBI 2012 EM mask"]
+    assert mask.metadata["slice"] == 2
+    assert np.mean(mask.data == builtin_mask) >= 0.999
+    assert widget.session.label(widget.session.current(Task.SEGMENTATION)).startswith(
+        "segmentation 2: loaded from em membranes.zip"
+    )
+
+
+def test_a_package_export_without_bioimageio_says_what_to_install(
+    viewer, finish, tmp_path, shown_errors, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "bioimageio.spec.model", None)  # import fails
+    # Any model will do: the export stops before it reads one.
+    config = SegmentationConfig()
+    model = SimpleNamespace(model=None, task=Task.SEGMENTATION, config=config, path=None)
+    session_for(viewer).add(model, "a model")
+    widget = ExportWidget(viewer)
+    widget.package_path.setText(str(tmp_path / "model.zip"))
+    widget.package_button.click()
+    finish(widget)
+    assert widget.job.state is RunState.FAILED
+    assert any('pip install "napari-dlbio[bioimageio]"' in text for text in shown_errors())
+    assert not (tmp_path / "model.zip").exists()
+
+
+def test_the_package_dialog_offers_zip_files_and_names_them_so(viewer, monkeypatch) -> None:
+    asked = []
+
+    def save_file(parent, caption, start, file_filter):
+        asked.append(file_filter)
+        return "/data/em-membranes", file_filter
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_file))
+    widget = ExportWidget(viewer)
+    widget.package_path.browse_button.click()
+    assert asked == [PACKAGE_FILTER]
+    assert widget.package_path.text() == "/data/em-membranes.zip"

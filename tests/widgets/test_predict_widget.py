@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QFileDialog
 
+from napari_dlbio._widgets._common import PACKAGE_FILTER
 from napari_dlbio._widgets._metrics_panel import AS_MASK
+from napari_dlbio._widgets._model_choices import MODEL_FOLDER
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.predict_widget import CURRENT_SLICE, WHOLE_STACK, PredictWidget
 from napari_dlbio.core.config import Task
@@ -114,3 +119,22 @@ def test_before_any_training_predict_uses_the_built_in_model(
     model = widget.session.current(Task.SEGMENTATION)
     assert widget.session.label(model).endswith("built-in em-membranes (shipped with napari-dlbio)")
     assert widget.model_combo.currentText() == "the current model"
+
+
+def test_the_model_field_takes_a_folder_or_a_bioimageio_package(viewer, monkeypatch) -> None:
+    widget = PredictWidget(viewer)
+    widget.model_combo.setCurrentText(MODEL_FOLDER)
+    assert widget.model_folder_label.text() == "Model folder or .zip"
+    asked = []
+
+    def open_file(parent, caption, start, file_filter):
+        asked.append(file_filter)
+        return "/data/em.zip", file_filter
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(open_file))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *_: "/data/model"))
+    widget.model_folder.package_button.click()
+    assert asked == [PACKAGE_FILTER]
+    assert widget._model_source().folder == Path("/data/em.zip")
+    widget.model_folder.browse_button.click()
+    assert widget._model_source().folder == Path("/data/model")

@@ -116,6 +116,10 @@ def has_role(*roles: str) -> Callable[[Layer], bool]:
     return lambda layer: layer.metadata.get(ROLE_KEY) in roles
 
 
+#: The file-dialog filter of bioimage.io model packages.
+PACKAGE_FILTER = "bioimage.io package (*.zip)"
+
+
 class PathEdit(QWidget):
     """A path field with a "..." button that opens a file or folder dialog.
 
@@ -125,20 +129,43 @@ class PathEdit(QWidget):
         Whether a folder (rather than a file) is chosen.
     save
         Whether the dialog asks for a new file name.
+    package
+        Whether a bioimage.io model package (``.zip``) may be chosen: with ``folder``, a
+        second button ("package...") opens a file dialog for one beside the folder dialog
+        ("folder..."); without, the file dialog shows ``.zip`` files and a chosen name gets
+        the suffix.
     """
 
-    def __init__(self, folder: bool, save: bool = True, parent: QWidget | None = None):
+    def __init__(
+        self,
+        folder: bool,
+        save: bool = True,
+        parent: QWidget | None = None,
+        *,
+        package: bool = False,
+    ):
         super().__init__(parent)
         self._folder = folder
         self._save = save
+        self._package = package
         self.edit = QLineEdit()
-        browse = QPushButton("...")
-        browse.setMaximumWidth(32)
-        browse.clicked.connect(self._browse)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit)
-        layout.addWidget(browse)
+        # Two buttons rather than one dialog for both: Qt's file dialogs choose either
+        # files or folders, and the native ones ignore the options that would mix them.
+        self.browse_button = QPushButton("folder..." if folder and package else "...")
+        self.browse_button.clicked.connect(self._browse)
+        layout.addWidget(self.browse_button)
+        self.package_button: QPushButton | None = None
+        if folder and package:
+            self.browse_button.setToolTip("Choose a model folder")
+            self.package_button = QPushButton("package...")
+            self.package_button.setToolTip("Choose a bioimage.io model package (.zip)")
+            self.package_button.clicked.connect(self._browse_package)
+            layout.addWidget(self.package_button)
+        else:
+            self.browse_button.setMaximumWidth(32)
 
     def text(self) -> str:
         """The path typed or chosen (stripped; empty when none)."""
@@ -149,12 +176,22 @@ class PathEdit(QWidget):
         self.edit.setText(text)
 
     def _browse(self) -> None:
+        file_filter = PACKAGE_FILTER if self._package else ""
         if self._folder:
             path = QFileDialog.getExistingDirectory(self, "Choose a folder", self.text())
         elif self._save:
-            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.text())
+            path, _ = QFileDialog.getSaveFileName(self, "Save as", self.text(), file_filter)
+            if path and self._package and not path.lower().endswith(".zip"):
+                path += ".zip"
         else:
-            path, _ = QFileDialog.getOpenFileName(self, "Open", self.text())
+            path, _ = QFileDialog.getOpenFileName(self, "Open", self.text(), file_filter)
+        if path:
+            self.edit.setText(path)
+
+    def _browse_package(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a bioimage.io package", self.text(), PACKAGE_FILTER
+        )
         if path:
             self.edit.setText(path)
 

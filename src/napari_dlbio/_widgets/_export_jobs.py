@@ -71,6 +71,21 @@ def export_model(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
     return [str(saved)]
 
 
+def export_package(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
+    """Write a model as a new bioimage.io model package (``.zip``), never replacing a file.
+
+    The package's test image is napari-dlbio's own sample (see
+    :func:`~napari_dlbio.models.bioimageio_export.export_bioimageio`).  Only
+    ``bioimageio.spec`` is imported, not ``bioimageio.core``, which would set
+    ``KERAS_BACKEND`` to ``torch`` for every later child process (training runs in one).
+    """
+    from napari_dlbio.models.bioimageio_export import export_bioimageio
+
+    written = export_bioimageio(model, path)
+    yield Notice(f"Saved the bioimage.io package {written}.")
+    return [str(written)]
+
+
 def export_objects(
     folder: Path,
     labels: Mapping[str, Any],

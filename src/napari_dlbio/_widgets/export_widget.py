@@ -1,5 +1,6 @@
 """Export: the mask (TIFF stack or PNG slices), probabilities, the metrics table, the objects
-(as ``dlbio predict --instances`` writes them), the model."""
+(as ``dlbio predict --instances`` writes them), the model (a model folder or a bioimage.io
+package)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from napari_dlbio._widgets._export_jobs import (
     export_metrics,
     export_model,
     export_objects,
+    export_package,
     objects_table,
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
@@ -68,14 +70,19 @@ class ExportWidget(JobWidget):
         self.model_picker = ModelPicker(self.session, None)
         self.model_path = PathEdit(folder=True)
         self.model_button = QPushButton("Save model folder")
+        self.package_path = PathEdit(folder=False, package=True)
+        self.package_path.edit.setPlaceholderText("a new .zip file")
+        self.package_button = QPushButton("Export as bioimage.io package (.zip)")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self._done_text = "Saved."
         self.buttons = (
             self.mask_button,
             self.image_button,
             self.metrics_button,
             self.objects_button,
             self.model_button,
+            self.package_button,
         )
 
         layout = QVBoxLayout(self)
@@ -114,8 +121,13 @@ class ExportWidget(JobWidget):
         layout.addWidget(
             _group(
                 "Model",
-                [("Model", self.model_picker), ("Folder", self.model_path)],
-                self.model_button,
+                [
+                    ("Model", self.model_picker),
+                    ("Folder", self.model_path),
+                    ("", self.model_button),
+                    ("Package", self.package_path),
+                ],
+                self.package_button,
             )
         )
         layout.addWidget(self.status_label)
@@ -125,6 +137,7 @@ class ExportWidget(JobWidget):
         self.metrics_button.clicked.connect(self.export_metrics)
         self.objects_button.clicked.connect(self.export_objects)
         self.model_button.clicked.connect(self.export_model)
+        self.package_button.clicked.connect(self.export_package)
 
     def export_mask(self) -> Job | None:
         """Write the chosen Labels layer through the project's writer."""
@@ -191,6 +204,19 @@ class ExportWidget(JobWidget):
             return None
         return self._start(export_model, path, model)
 
+    def export_package(self) -> Job | None:
+        """Write the chosen model of the session as a bioimage.io model package (.zip)."""
+        model = self.model_picker.model()
+        if model is None:
+            show_error("There is no model to export yet: train or load one first.")
+            return None
+        path = self._path(self.package_path, model)
+        if path is None:
+            return None
+        shown = f'"{path}"' if " " in str(path) else str(path)
+        done = f"Saved {path}. Check it with bioimage.io's own test: bioimageio test {shown}"
+        return self._start(export_package, path, model, done=done)
+
     def _path(self, edit: PathEdit, subject: object | None) -> Path | None:
         if subject is None:
             show_error("Choose what to export first.")
@@ -200,7 +226,8 @@ class ExportWidget(JobWidget):
             return None
         return Path(edit.text()).expanduser()
 
-    def _start(self, function: JobFunction, *args: Any) -> Job:
+    def _start(self, function: JobFunction, *args: Any, done: str = "Saved.") -> Job:
+        self._done_text = done
         self.job = Job(function, *args, description="Exporting", on_done=self._on_done)
         for button in self.buttons:
             button.setEnabled(False)
@@ -210,7 +237,10 @@ class ExportWidget(JobWidget):
     def _on_done(self, state: RunState) -> None:
         for button in self.buttons:
             button.setEnabled(True)
-        texts = {RunState.DONE: "Saved.", RunState.FAILED: "Not saved; see the notification."}
+        texts = {
+            RunState.DONE: self._done_text,
+            RunState.FAILED: "Not saved; see the notification.",
+        }
         self.status_label.setText(texts.get(state, state.value))
         self.session.saved()  # a saved model is listed with its folder
 
@@ -253,6 +283,9 @@ def _group(title: str, rows: list[tuple[str, QWidget]], button: QPushButton) -> 
     box = QGroupBox(title)
     form = QFormLayout(box)
     for label, widget in rows:
-        form.addRow(label, widget)
+        if label:
+            form.addRow(label, widget)
+        else:
+            form.addRow(widget)
     form.addRow(button)
     return box

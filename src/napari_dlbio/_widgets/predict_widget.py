@@ -78,7 +78,7 @@ class PredictWidget(JobWidget):
         super().__init__(napari_viewer)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_combo = QComboBox()
-        self.model_folder = PathEdit(folder=True, save=False)
+        self.model_folder = PathEdit(folder=True, save=False, package=True)
         self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
@@ -105,7 +105,7 @@ class PredictWidget(JobWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
         form.addRow("Model", self.model_combo)
-        self.model_folder_label = QLabel("Model folder")
+        self.model_folder_label = QLabel("Model folder or .zip")
         form.addRow(self.model_folder_label, self.model_folder)
         form.addRow("Current model", self.model_picker)
         form.addRow("Predict on", self.scope_combo)
@@ -210,7 +210,7 @@ class PredictWidget(JobWidget):
     def _model_source(self) -> ModelSource:
         if self.model_combo.currentText() == MODEL_FOLDER:
             if not self.model_folder.text():
-                raise DlbioError("choose a model folder.")
+                raise DlbioError("choose a model folder or a bioimage.io package (.zip).")
             return ModelSource(folder=Path(self.model_folder.text()))
         builtin = builtin_reference(self.model_combo.currentText())
         if builtin is not None:

@@ -75,7 +75,7 @@ class TrainWidget(JobWidget):
         self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
         self.task_label = QLabel()
         self.start_combo = QComboBox()
-        self.start_folder = PathEdit(folder=True, save=False)
+        self.start_folder = PathEdit(folder=True, save=False, package=True)
         self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
         budget = DEFAULT_TIME_BUDGET_S
         self.segmentation_form = ConfigForm(
@@ -105,7 +105,7 @@ class TrainWidget(JobWidget):
         form.addRow("Annotation", self.annotation_combo)
         form.addRow(self.task_label)
         form.addRow("Start from", self.start_combo)
-        self.start_folder_label = QLabel("Model folder")
+        self.start_folder_label = QLabel("Model folder or .zip")
         form.addRow(self.start_folder_label, self.start_folder)
         form.addRow("Current model", self.model_picker)
         buttons = QHBoxLayout()
@@ -219,7 +219,7 @@ class TrainWidget(JobWidget):
             return ModelSource(model=model)
         if start == MODEL_FOLDER:
             if not self.start_folder.text():
-                raise DlbioError("choose the model folder to fine-tune.")
+                raise DlbioError("choose the model folder or .zip package to fine-tune.")
             return ModelSource(folder=Path(self.start_folder.text()))
         return ModelSource(folder=builtin_reference(start))
 
