@@ -488,7 +488,8 @@ def iter_predict_slices(
     weights = blending_window(config.tile_size, config.tile_overlap)[:tile_h, :tile_w]
     batch = max(1, PREDICT_PIXELS_PER_BATCH // (tile_h * tile_w))
     step = _predict_step(model.model, channels)
-    one_channel = model.model.output.shape[-1] == 1
+    # Only a bioimage.io package's network may give one channel (the foreground).
+    one_channel = config.packaged_network and model.model.output.shape[-1] == 1
 
     def finish(raw: np.ndarray) -> np.ndarray:
         return output_probabilities(raw, config.output_processing, one_channel)
