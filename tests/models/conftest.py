@@ -1,8 +1,10 @@
-"""Fixtures of the model tests: a clock that advances with training, not with the machine."""
+"""Fixtures of the model tests: a clock that advances with training, not with the machine,
+and what the bioimage.io tests share."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,3 +39,20 @@ class BatchClock:
 def batch_clock() -> Callable[[float], Any]:
     """Make a :class:`BatchClock` advancing the given seconds per batch."""
     return BatchClock
+
+
+@pytest.fixture
+def work_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Run in a fresh folder: bioimageio.core unzips SavedModel weights into the working
+    folder (``bioimageio_unzipped_tf_weights``)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="module")
+def em_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in em-membranes model exported as a bioimage.io package."""
+    from napari_dlbio.models.bioimageio_export import export_bioimageio
+
+    return export_bioimageio("builtin:em-membranes", tmp_path_factory.mktemp("em") / "em.zip")

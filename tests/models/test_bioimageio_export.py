@@ -28,18 +28,7 @@ from napari_dlbio.models.segmentation import predict_segmentation  # noqa: E402
 from napari_dlbio.models.store import ModelFolder, load_model_folder  # noqa: E402
 from napari_dlbio.models.unet import build_unet  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _work_elsewhere(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """bioimageio.core unzips SavedModel weights into ./bioimageio_unzipped_tf_weights."""
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
-
-
-@pytest.fixture(scope="module")
-def em_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_bioimageio("builtin:em-membranes", tmp_path_factory.mktemp("em") / "em.zip")
+pytestmark = pytest.mark.usefixtures("work_elsewhere")
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,7 @@ from napari_dlbio.models.store import load_model_folder, save_model_folder  # no
 keras = load_keras()
 
 
-@pytest.fixture(autouse=True)
-def _work_elsewhere(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """bioimageio.core unzips SavedModel weights into the working folder."""
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
-
-
-@pytest.fixture(scope="module")
-def em_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_bioimageio("builtin:em-membranes", tmp_path_factory.mktemp("em") / "em.zip")
+pytestmark = pytest.mark.usefixtures("work_elsewhere")
 
 
 def _member(package: Path, name: str) -> np.ndarray:
