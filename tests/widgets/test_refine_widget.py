@@ -158,8 +158,8 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     from napari_dlbio.models.interactive import DEFAULT_BURST_SECONDS
 
     widget, annotation = _scribbles(viewer, isbi)
-    assert widget.seconds_spin.value() == DEFAULT_BURST_SECONDS
-    widget.seconds_spin.setValue(2.0)
+    assert widget.burst.seconds_spin.value() == DEFAULT_BURST_SECONDS
+    widget.burst.seconds_spin.setValue(2.0)
     widget.fine_tune_button.click()
     assert not widget.fine_tune_button.isEnabled()
     assert widget.stop_button.isEnabled()
@@ -182,7 +182,7 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     rows, cols = np.nonzero(np.ones((4, 512), bool))
     annotation.data_setitem((np.zeros_like(rows), rows + 200, cols), 1)  # a correction
     assert widget.slot.reviewed == {}
-    widget.specks_spin.setValue(60)  # "Remove specks under 60 px"
+    widget.burst.specks_spin.setValue(60)  # "Remove specks under 60 px"
     widget.fine_tune_button.click()
     # The corrected slice counts as reviewed: its unpainted pixels are learned as the
     # mask the user saw while correcting.
@@ -197,29 +197,29 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     assert np.all(sizes >= 60)
     np.testing.assert_array_equal(widget.slot.baseline[1], annotation.data)
 
-    widget.trust_check.setChecked(False)
+    widget.burst.trust_check.setChecked(False)
     assert widget._request().reviewed == {}  # the user's choice: strokes only
 
 
 def test_the_speck_setting_shows_the_current_models(viewer) -> None:
     widget = _widget(viewer)
-    assert widget.specks_spin.value() == 0
+    assert widget.burst.specks_spin.value() == 0
     segmentation = SimpleNamespace(
         config=TINY.replace(min_region_pixels=25), task=Task.SEGMENTATION, path=None
     )
     widget.session.add(segmentation, "test")
-    assert widget.specks_spin.value() == 25
+    assert widget.burst.specks_spin.value() == 25
     classifier = SimpleNamespace(config=object(), task=Task.CLASSIFICATION, path=None)
     widget.session.add(classifier, "test")  # no such setting, and another task's model
-    assert widget.specks_spin.value() == 25
+    assert widget.burst.specks_spin.value() == 25
 
 
 def test_stop_during_an_auto_burst_leaves_annotation_and_layers_untouched(
     viewer, isbi, wait_until, finish, shown_errors
 ) -> None:
     widget, annotation = _scribbles(viewer, isbi)
-    widget.seconds_spin.setValue(120.0)
-    widget.auto_check.setChecked(True)
+    widget.burst.seconds_spin.setValue(120.0)
+    widget.burst.auto_check.setChecked(True)
     rows, cols = np.nonzero(np.ones((2, 512), bool))
     annotation.data_setitem((np.zeros_like(rows), rows + 300, cols), 1)  # the user paints
     painted = annotation.data.copy()
@@ -291,7 +291,7 @@ def test_without_a_model_the_first_burst_starts_from_the_built_in_model(
     assert widget.start_combo.currentText() == "built-in em-membranes"
     widget.image_combo.select(image)
     widget.annotation_combo.select(annotation)
-    widget.seconds_spin.setValue(1.0)
+    widget.burst.seconds_spin.setValue(1.0)
     viewer.dims.set_point(0, 1)
     widget.fine_tune_button.click()
     finish(widget)

@@ -71,7 +71,7 @@ def main(screenshot: Path) -> int:
     refine = docked["Correct & fine-tune"]
     refine.image_combo.select(image)
     refine.annotation_combo.select(annotation)
-    refine.seconds_spin.setValue(1.0)
+    refine.burst.seconds_spin.setValue(1.0)
     refine.fine_tune_button.click()
     wait_for(refine)
     if refine.job.state is not RunState.DONE:

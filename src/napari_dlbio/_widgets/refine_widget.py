@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -13,13 +12,11 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
 )
 
@@ -34,6 +31,7 @@ from napari_dlbio._widgets._agreement import (
     disagreement_layer,
 )
 from napari_dlbio._widgets._base import JobWidget
+from napari_dlbio._widgets._burst_settings import BurstProgress, BurstSettings
 from napari_dlbio._widgets._common import (
     LayerCombo,
     _disconnect,
@@ -59,11 +57,10 @@ from napari_dlbio._widgets._result_layers import (
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError, InputDataError
-from napari_dlbio.core.events import BatchEnded, Event, RunState, TrainingStarted
+from napari_dlbio.core.events import Event, RunState
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 CURRENT_SLICE, WHOLE_STACK = "current slice", "whole stack"
-BURST_SECONDS = 10.0  # models.interactive.DEFAULT_BURST_SECONDS, known without TensorFlow
 UNCERTAIN_WINDOW = 128
 AGREEMENT_DELAY_MS, AUTO_DELAY_MS = 300, 1500
 _RESULTS = (PREDICTION, DISAGREEMENT, ACCEPTED)
@@ -78,7 +75,6 @@ class RefineWidget(JobWidget):
         self.slot = TunerSlot()  # the compiled network lives on between bursts
         self.accepted = AcceptedPixels()
         self._dirty = False
-        self._started, self._seconds = 0.0, BURST_SECONDS
         self._watched: list[tuple[Any, Any]] = []
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
@@ -91,27 +87,14 @@ class RefineWidget(JobWidget):
         self.agreement_label = QLabel()
         self.agreement_label.setWordWrap(True)
         self.disagreement_check = QCheckBox("show disagreement")
-        self.seconds_spin = QDoubleSpinBox()
-        self.seconds_spin.setRange(1.0, 600.0)
-        self.seconds_spin.setSuffix(" s")
-        self.seconds_spin.setValue(BURST_SECONDS)
-        self.auto_check = QCheckBox("auto: fine-tune when I stop painting")
-        self.trust_check = QCheckBox("what I leave unpainted on a corrected slice is right")
-        self.trust_check.setChecked(True)
-        self.trust_check.setToolTip(
-            "On: the network also learns the prediction you saw on every slice you corrected "
-            "(steadier, faster). Off: it learns from your strokes only."
-        )
-        self.specks_spin = QSpinBox()
-        self.specks_spin.setRange(0, 1_000_000)
-        self.specks_spin.setSuffix(" px")
-        self.specks_spin.setToolTip("From the next burst on, smaller regions become background.")
+        self.burst = BurstSettings()
         self.fine_tune_button = QPushButton("Fine-tune on corrections")
         self.stop_button = QPushButton("Stop")
         self.progress_bar = QProgressBar()
         self.uncertain_button = QPushButton("Go to the most uncertain region")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        self.progress = BurstProgress(self.progress_bar, self.status_label)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -123,10 +106,7 @@ class RefineWidget(JobWidget):
         form.addRow("Agreement", self.agreement_label)
         form.addRow(self.disagreement_check)
         form.addRow("Start from", self.start_combo)
-        form.addRow("Burst length", self.seconds_spin)
-        form.addRow(self.auto_check)
-        form.addRow(self.trust_check)
-        form.addRow("Remove specks under", self.specks_spin)
+        self.burst.add_rows(form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.fine_tune_button)
         buttons.addWidget(self.stop_button)
@@ -213,7 +193,8 @@ class RefineWidget(JobWidget):
         except DlbioError as error:
             show_error(f"Cannot fine-tune yet: {error}")
             return None
-        self._dirty, self._seconds = False, request.seconds
+        self._dirty = False
+        self.progress.start(request.seconds)
         self.status_label.setText("Fine-tuning (the first burst also builds the network)...")
         self._set_running(True)  # first: creating the job's progress bar runs the event loop
         self.job = Job(
@@ -257,9 +238,9 @@ class RefineWidget(JobWidget):
             raise InputDataError("choose the image and the annotation layer painted on it.")
         index = current_index(self.viewer, image) if annotation.ndim == 3 else None
         model, builtin = self.start_combo.start()
-        seconds = self.seconds_spin.value()
-        prediction = self._prediction() if self.trust_check.isChecked() else None
-        config, specks = self.config, self.specks_spin.value()
+        seconds = self.burst.seconds_spin.value()
+        prediction = self._prediction() if self.burst.trust_check.isChecked() else None
+        config, specks = self.config, self.burst.specks_spin.value()
         request = self.slot.request(
             image, annotation, model, config, seconds, index, prediction, builtin
         )
@@ -269,25 +250,13 @@ class RefineWidget(JobWidget):
         model = self.session.current(Task.SEGMENTATION)
         size = getattr(getattr(model, "config", None), "min_region_pixels", None)
         if size is not None and model is not self.slot.tuned_from:  # a burst's: the user's value
-            self.specks_spin.setValue(size)
+            self.burst.specks_spin.setValue(size)
 
     def _on_event(self, event: Event) -> None:
-        if not self.running:
+        if self.running:
             # napari's progress bar runs the event loop while a job's event is handled, so
             # the job's end may already have been handled when its last step arrives here.
-            return
-        if isinstance(event, TrainingStarted):
-            self._started = time.perf_counter()
-            self.status_label.setText(f"Fine-tuning on {event.device}...")
-        elif isinstance(event, BatchEnded):
-            seconds = self._seconds
-            elapsed = min(time.perf_counter() - self._started, seconds)
-            self.progress_bar.setRange(0, 1000)
-            self.progress_bar.setValue(int(1000 * elapsed / seconds))
-            self.status_label.setText(
-                f"Fine-tuning: step {event.step}, loss {event.loss:.3f} "
-                f"({elapsed:.0f} / {seconds:.0f} s)"
-            )
+            self.progress.show(event)
 
     def _show_burst(self, layers: list[Layer]) -> Iterator[None]:
         """Show the re-prediction in stages (see :class:`Job`)."""
@@ -305,13 +274,13 @@ class RefineWidget(JobWidget):
             if published is not None:
                 self.session.add(published.model, published.how, replacing=published.replacing)
             self.status_label.setText("Done: the mask of this slice is the new model's.")
-            if self.auto_check.isChecked() and self._dirty:
+            if self.burst.auto_check.isChecked() and self._dirty:
                 self._auto_timer.start()
         elif state is RunState.CANCELLED:
             self._dirty = True
             self.status_label.setText("Stopped; annotations and layers are as they were.")
         elif state is RunState.FAILED:
-            self.auto_check.setChecked(False)
+            self.burst.auto_check.setChecked(False)
             self.status_label.setText("Failed; see the notification. Auto fine-tuning is off.")
 
     def _set_running(self, running: bool) -> None:
@@ -322,13 +291,13 @@ class RefineWidget(JobWidget):
         self.start_combo.setEnabled(not running)
 
     def _auto_burst(self) -> None:
-        if self.auto_check.isChecked() and self._dirty and not self.running:
+        if self.burst.auto_check.isChecked() and self._dirty and not self.running:
             self.fine_tune()
 
     def _on_painted(self, *_: Any) -> None:
         self._dirty = True
         self._agreement_timer.start()
-        if self.auto_check.isChecked():
+        if self.burst.auto_check.isChecked():
             self._auto_timer.start()
 
     def _watch(self, *_: Any) -> None:
