@@ -48,8 +48,9 @@ def predict_objects(sections, folder, *extra):
     return main([*argv, *extra])
 
 
-def test_instances_writes_cells_objects_and_their_table(sections, tmp_path):
+def test_instances_writes_cells_objects_and_their_table(sections, tmp_path, capsys):
     assert predict_objects(sections, tmp_path, "--pixel-size", "0.004") == 0
+    summary = capsys.readouterr().out
     cells = tifffile.imread(tmp_path / "objects" / "cells.tif")
     mitochondria = tifffile.imread(tmp_path / "objects" / "mitochondrion.tif")
     for labels in (cells, mitochondria):
@@ -65,6 +66,7 @@ def test_instances_writes_cells_objects_and_their_table(sections, tmp_path):
     assert kinds == {"cells", "mitochondrion"}
     cell_rows = [row for row in rows if row["class"] == "cells"]
     assert len(cell_rows) == len(np.unique(cells)) - 1
+    assert f"({len(cell_rows)} cells, " in summary
     row = cell_rows[0]
     label, z = int(row["label"]), int(row["slice"])
     pixels = int(np.count_nonzero(cells[z] == label))

@@ -12,10 +12,8 @@ from skimage.measure import perimeter
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.measurements import (
     FEATURE_COLUMNS,
-    SUMMARY_COLUMNS,
     csv_text,
     measure_objects,
-    slice_summary,
     write_csv,
 )
 
@@ -126,27 +124,6 @@ def test_no_objects_give_empty_columns_of_the_right_types() -> None:
 def test_inputs_that_do_not_fit_are_refused(labels, image, kwargs, message) -> None:
     with pytest.raises(InputDataError, match=message):
         measure_objects(labels, image, "cell", **kwargs)
-
-
-def test_the_summary_has_a_row_per_slice_and_class_empty_slices_included() -> None:
-    table = {
-        "slice": np.array([0, 0, 0, 2]),
-        "class": np.array(["cell", "cell", "cell", "mito"]),
-        "area": np.array([1.0, 2.0, 6.0, 5.0]),
-    }
-    summary = slice_summary(table, 3, class_names=["cell", "mito", "synapse"])
-
-    assert tuple(summary) == SUMMARY_COLUMNS
-    assert summary["class"].tolist() == ["cell"] * 3 + ["mito"] * 3 + ["synapse"] * 3
-    assert summary["slice"].tolist() == [0, 1, 2] * 3
-    assert summary["count"].tolist() == [3, 0, 0, 0, 0, 1, 0, 0, 0]
-    assert summary["median_area"][0] == 2.0
-    assert summary["mean_area"][0] == 3.0
-    assert summary["mean_area"][5] == 5.0
-    assert np.isnan(summary["median_area"][1])
-    assert slice_summary(table, 3)["class"].tolist() == ["cell"] * 3 + ["mito"] * 3
-    with pytest.raises(InputDataError, match="outside the 2 slices"):
-        slice_summary(table, 2)
 
 
 def test_csv_written_slice_by_slice_has_one_header_and_reads_back() -> None:

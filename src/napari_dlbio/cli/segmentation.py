@@ -163,7 +163,8 @@ def predict(args: argparse.Namespace) -> int:
         return 1
     written = [str(path) for path in (out, probabilities_path) if path is not None]
     if objects is not None:
-        written.append(f"the objects in {objects.folder}")
+        counts = ", ".join(f"{n} {kind}" for kind, n in object_files.counts.items())
+        written.append(f"the objects in {objects.folder} ({counts or 'none found'})")
     sys.stdout.write(f"Wrote {' and '.join(written)}.\n")
     return 0
 

@@ -47,10 +47,9 @@ FEATURE_COLUMNS = (
     "solidity",
     "mean_intensity",
 )
-SUMMARY_COLUMNS = ("slice", "class", "count", "median_area", "mean_area")
 
 _CUBE_CORNERS = np.array([[z, y, x] for z in (0, 1) for y in (0, 1) for x in (0, 1)])
-_INTEGER_COLUMNS = frozenset({"label", "slice", "area_pixels", "count"})
+_INTEGER_COLUMNS = frozenset({"label", "slice", "area_pixels"})
 _TEXT_COLUMNS = frozenset({"class"})
 # Column name in the table -> property name in scikit-image's regionprops_table.
 _PROPERTIES = {
@@ -120,52 +119,6 @@ def measure_objects(
     }
     table["class"] = np.full(table["label"].shape, class_name)
     return {name: table[name] for name in FEATURE_COLUMNS}
-
-
-def slice_summary(
-    table: Mapping[str, np.ndarray],
-    n_slices: int,
-    class_names: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """Per slice and class: object count, median and mean ``area``.
-
-    Parameters
-    ----------
-    table
-        A features table (:func:`measure_objects`, or several concatenated).
-    n_slices
-        Slices 0 .. n_slices - 1 each get a row per class, those without objects too
-        (count 0, areas NaN).
-    class_names
-        Classes to summarise, in this order; by default those in the table, in order of
-        first appearance.
-
-    Returns
-    -------
-    dict[str, np.ndarray]
-        The :data:`SUMMARY_COLUMNS`, rows ordered by class, then slice.
-    """
-    slices = np.asarray(table["slice"], dtype=np.int64)
-    classes = np.asarray(table["class"]).astype(str)
-    areas = np.asarray(table["area"], dtype=np.float64)
-    if slices.size and (slices.min() < 0 or slices.max() >= n_slices):
-        raise InputDataError(
-            f"The table has objects in slices {slices.min()} to {slices.max()}, outside the "
-            f"{n_slices} slices to summarise."
-        )
-    if class_names is None:
-        class_names = list(dict.fromkeys(classes.tolist()))
-    rows: dict[str, list] = {name: [] for name in SUMMARY_COLUMNS}
-    for name in class_names:
-        of_class = classes == name
-        for z in range(n_slices):
-            here = areas[of_class & (slices == z)]
-            rows["slice"].append(z)
-            rows["class"].append(name)
-            rows["count"].append(here.size)
-            rows["median_area"].append(np.median(here) if here.size else np.nan)
-            rows["mean_area"].append(here.mean() if here.size else np.nan)
-    return {name: np.asarray(values, dtype=_dtype(name)) for name, values in rows.items()}
 
 
 def write_csv(table: Mapping[str, np.ndarray], file: TextIO, header: bool = True) -> None:

@@ -11,6 +11,7 @@ them are complete, so a stopped or failed run leaves nothing behind.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -35,6 +36,8 @@ class ObjectFiles:
         self._depth = depth
         self._written = 0
         self._header = True
+        #: Objects written so far, by kind name.
+        self.counts: Counter[str] = Counter()
 
     def add_slice(self, labels: Mapping[str, np.ndarray], table: Mapping[str, np.ndarray]) -> None:
         """Write the next slice's labels of every kind, and its rows of the table."""
@@ -60,6 +63,7 @@ class ObjectFiles:
         if table:
             write_csv(table, self._table_file, header=self._header)
             self._header = False
+            self.counts.update(np.asarray(table["class"]).tolist())
 
     def finish(self) -> None:
         """Check every slice was written; a table without objects still gets its columns."""
