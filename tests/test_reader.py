@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import imageio.v3 as iio
 import npe2
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
-from napari_dlbio._reader import get_reader, read_class_folder, read_stack_layer
+from napari_dlbio._reader import get_reader, read_class_folder, read_stack_layer, read_zarr_layer
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.io import write_labels_tiff
+from napari_dlbio.core.zarr_output import open_zarr_output
 
 PLUGIN = "napari-dlbio"
 
@@ -169,3 +172,89 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, make, expected: str) -> N
     assert reader is not None
     with pytest.raises(InputDataError, match=expected):
         reader(str(path))
+
+
+def _ome_zarr(path: Path, data: np.ndarray, axes: str = "zyx", **kwargs) -> Path:
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    write_image(data, group, axes=axes, fmt=FormatV04(), **{"scale_factors": (), **kwargs})
+    return path
+
+
+def test_ome_zarr_pyramid_opens_as_a_lazy_multiscale_layer_with_its_scale(tmp_path: Path) -> None:
+    data = np.arange(3 * 64 * 64, dtype=np.uint16).reshape(3, 64, 64)
+    units = dict.fromkeys("zyx", "nanometer")
+    scale = {"z": 50.0, "y": 4.0, "x": 4.0}
+    path = _ome_zarr(
+        tmp_path / "em.ome.zarr", data, scale_factors=(2, 4), scale=scale, axes_units=units
+    )
+
+    assert get_reader(str(path)) is read_zarr_layer
+    ((levels, kwargs, layer_type),) = _read(path)
+
+    assert layer_type == "image"
+    assert kwargs["multiscale"] is True
+    assert [level.shape for level in levels] == [(3, 64, 64), (3, 32, 32), (3, 16, 16)]
+    assert all(isinstance(level, da.Array) for level in levels)
+    assert kwargs["scale"] == (50.0, 4.0, 4.0)
+    assert kwargs["units"] == ("nanometer",) * 3
+    assert kwargs["rgb"] is False
+    assert kwargs["name"] == "em"
+    assert kwargs["metadata"]["axes"] == "ZYX"
+    np.testing.assert_array_equal(levels[0].compute(), data)
+
+
+def test_plain_zarr_array_opens_as_one_lazy_array(tmp_path: Path) -> None:
+    store = zarr.create_array(str(tmp_path / "raw.zarr"), shape=(4, 16, 3), dtype="f4")
+    store[:] = 2.0
+
+    ((data, kwargs, layer_type),) = _read(tmp_path / "raw.zarr")
+
+    assert layer_type == "image"
+    assert isinstance(data, da.Array)
+    assert data.shape == (4, 16, 3)  # slices 3 pixels wide, not colour
+    assert kwargs["multiscale"] is False
+    assert kwargs["rgb"] is False
+    assert kwargs["scale"] == (1.0, 1.0, 1.0)
+    assert "units" not in kwargs
+
+
+def test_zarr_channels_open_as_tiff_channels_do(tmp_path: Path) -> None:
+    two = _ome_zarr(tmp_path / "two.zarr", np.zeros((2, 3, 8, 8), np.uint8), "czyx")
+    rgb = _ome_zarr(tmp_path / "rgb.zarr", np.zeros((3, 3, 8, 8), np.uint8), "czyx")
+
+    ((two_data, two_kwargs, _),) = _read(two)
+    ((_, rgb_kwargs, _),) = _read(rgb)
+
+    assert two_data.shape == (3, 8, 8, 2)
+    assert two_kwargs["channel_axis"] == 3
+    assert rgb_kwargs["rgb"] is True
+
+
+def test_a_mask_written_as_zarr_reopens_as_labels(tmp_path: Path) -> None:
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[:, 2:4] = 1
+    labels = {"layer_type": "labels", "class_names": ["background", "membrane"]}
+    path = tmp_path / "mask.zarr"
+    with open_zarr_output(path, shape=mask.shape, dtype=np.uint8, metadata=labels) as store:
+        for z, plane in enumerate(mask):
+            store.write(z, plane)
+
+    ((data, kwargs, layer_type),) = _read(path)
+
+    assert layer_type == "labels"
+    assert kwargs["metadata"]["class_names"] == ["background", "membrane"]
+    np.testing.assert_array_equal(np.asarray(data), mask)
+
+
+def test_a_zarr_that_is_not_an_image_gives_a_clear_error(tmp_path: Path) -> None:
+    project = zarr.open_group(str(tmp_path / "project.zarr"), mode="w")
+    project.create_group("raw")
+    movie = _ome_zarr(tmp_path / "movie.zarr", np.zeros((2, 1, 4, 8, 8), np.uint8), "tczyx")
+
+    with pytest.raises(InputDataError, match=r"no image array \(found groups raw\)"):
+        get_reader(str(tmp_path / "project.zarr"))(str(tmp_path / "project.zarr"))
+    with pytest.raises(InputDataError, match=r"t=2, c=1, z=4, y=8, x=8: 2 time points"):
+        get_reader(str(movie))(str(movie))

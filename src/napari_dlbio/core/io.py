@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -30,6 +30,10 @@ import tifffile
 
 from napari_dlbio.core.errors import DlbioError, InputDataError
 from napari_dlbio.core.photo import convert_photo, resize_to
+from napari_dlbio.core.zarr_images import is_zarr, open_zarr_image
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 SLICE_SUFFIXES = frozenset({".png", *TIFF_SUFFIXES})
@@ -89,13 +93,14 @@ class WriteError(DlbioError, OSError):
 
 @dataclass(frozen=True)
 class ImageStack:
-    """A stack of 2D slices read from a TIFF file or a folder of slices.
+    """A stack of 2D slices read from a TIFF file, a folder of slices or a zarr store.
 
     Attributes
     ----------
-    data : numpy.ndarray
+    data : numpy.ndarray or dask.array.Array
         ``(Z, Y, X)`` or ``(Z, Y, X, C)`` in the file's dtype; may be a read-only
-        ``numpy.memmap`` for big uncompressed TIFFs.
+        ``numpy.memmap`` for big uncompressed TIFFs, and is a lazy dask array (the full
+        resolution) for a zarr store.
     axes : str
         ``"ZYX"`` or ``"ZYXC"``.
     source : pathlib.Path
@@ -115,7 +120,7 @@ class ImageStack:
         planes were read as colour, and how to save them as slices instead).
     """
 
-    data: np.ndarray
+    data: np.ndarray | da.Array
     axes: str
     source: Path
     names: tuple[str, ...]
@@ -319,13 +324,14 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_stack(path: str | Path) -> ImageStack:
-    """Read a TIFF stack, a folder of 2D slices, or one 2D image, as a stack of slices.
+    """Read a TIFF stack, a folder of 2D slices, one 2D image or a zarr store as a stack.
 
     Parameters
     ----------
     path : str or pathlib.Path
-        A (multi-page) TIFF file, a single 2D image file, or a folder of PNG/TIFF slices
-        (sorted naturally: ``2.png`` before ``10.png``).
+        A (multi-page) TIFF file, a single 2D image file, a folder of PNG/TIFF slices
+        (sorted naturally: ``2.png`` before ``10.png``), or an OME-Zarr image / zarr
+        array (opened lazily: see :func:`~napari_dlbio.core.zarr_images.open_zarr_image`).
 
     Returns
     -------
@@ -341,6 +347,9 @@ def read_stack(path: str | Path) -> ImageStack:
         sizes; or data with more dimensions than ``Z, Y, X, C``.
     """
     path = Path(path)
+    if is_zarr(path):
+        image = open_zarr_image(path)
+        return ImageStack(image.levels[0], image.axes, path, (), image.metadata)
     if path.is_dir():
         return _read_slice_folder(path)
     _check_readable_file(path)
@@ -612,6 +621,7 @@ def write_labels_tiff_pages(
     shape: tuple[int, int, int],
     *,
     class_names: tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Write uint8 label slices one at a time, as :func:`write_labels_tiff` writes a stack.
 
@@ -628,8 +638,12 @@ def write_labels_tiff_pages(
         ``(Z, Y, X)`` of the whole mask.
     class_names : tuple of str, optional
         Stored in the file so napari-dlbio can show them when it reopens the mask.
+    overwrite : bool, optional
+        Replace an existing ``path`` (once the new file is complete) instead of refusing.
     """
-    return _write_labels(Path(path), pages, shape=shape, class_names=class_names)
+    return _write_labels(
+        Path(path), pages, shape=shape, class_names=class_names, overwrite=overwrite
+    )
 
 
 def _write_labels(
@@ -638,10 +652,12 @@ def _write_labels(
     *,
     class_names: tuple[str, ...],
     shape: tuple[int, ...] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    refuse_existing_file(path)
+    if not overwrite:
+        refuse_existing_file(path)
     description = json.dumps({"layer_type": LABELS_MARKER, "class_names": list(class_names)})
-    with atomic_file(path) as tmp:
+    with atomic_file(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(
             tmp,
             data,
@@ -688,7 +704,7 @@ def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
     refuse_occupied_folder(folder, "the PNG slices")
     width = max(4, len(str(len(data) - 1)))
     names = [f"{folder.name}_{z:0{width}d}.png" for z in range(len(data))]
-    tmp = _partial_name(folder)
+    tmp = partial_path(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -700,7 +716,7 @@ def write_labels_pngs(folder: str | Path, labels: np.ndarray) -> list[Path]:
     except DlbioError:
         raise
     except OSError as error:
-        raise _write_failed(folder, error) from error
+        raise write_failed(folder, error) from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [folder / name for name in names]
@@ -975,34 +991,38 @@ def refuse_occupied_folder(path: Path, what: str) -> None:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
+
+    With ``overwrite`` an existing ``path`` is replaced, only then.
 
     Raises
     ------
     OutputExistsError
-        ``path`` appeared while the block ran.
+        ``path`` appeared while the block ran (unless ``overwrite``).
     WriteError
         The folder cannot be created or written (no space, no permission, a file in the
         way); the temporary file is removed and ``path`` is not created.
     """
-    tmp = _partial_name(path)
+    tmp = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
-        # Checked again right before the rename: the write may have taken a while.
-        refuse_existing_file(path)
+        if not overwrite:
+            # Checked again right before the rename: the write may have taken a while.
+            refuse_existing_file(path)
         os.replace(tmp, path)
     except DlbioError:
         raise
     except OSError as error:
-        raise _write_failed(path, error) from error
+        raise write_failed(path, error) from error
     finally:
         with suppress(OSError):  # e.g. the folder itself could not be made
             tmp.unlink(missing_ok=True)
 
 
-def _write_failed(path: Path, error: OSError) -> WriteError:
+def write_failed(path: Path, error: OSError) -> WriteError:
+    """The :class:`WriteError` to raise when writing ``path`` failed with ``error``."""
     reason = error.strerror or str(error) or type(error).__name__
     return WriteError(
         f"Could not write {path}: {reason}. Nothing was written; free some disk space, "
@@ -1010,7 +1030,8 @@ def _write_failed(path: Path, error: OSError) -> WriteError:
     )
 
 
-def _partial_name(path: Path) -> Path:
+def partial_path(path: Path) -> Path:
+    """A hidden, unique sibling of ``path`` to write into before it is renamed to ``path``."""
     # A random hidden name rather than tempfile.mkstemp/mkdtemp: those create private
     # (0600/0700) entries, and the rename would keep the result unreadable to colleagues.
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
