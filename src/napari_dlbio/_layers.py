@@ -68,7 +68,7 @@ class Placement:
         return Placement((1.0, *self.scale), (0.0, *self.translate))
 
     def at_slice(self, index: int) -> Placement:
-        """Placement of a one-slice result that belongs at slice ``index`` of the stack."""
+        """Placement of a result whose first slice belongs at slice ``index`` of the stack."""
         whole = self.for_slices()
         translate = (whole.translate[0] + index * whole.scale[0], *whole.translate[1:])
         return Placement(whole.scale, translate)
@@ -133,7 +133,7 @@ def annotation_layer(
 
 def prediction_layers(
     mask: np.ndarray,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray | None,
     class_names: Sequence[str],
     placement: Placement,
     image_name: str,
@@ -147,7 +147,7 @@ def prediction_layers(
     mask
         Predicted classes (Z, Y, X), 0 = background.
     probabilities
-        Class probabilities (Z, Y, X, K).
+        Class probabilities (Z, Y, X, K); None when they were not kept (the mask alone).
     class_names
         The model's classes, background first.
     placement
@@ -155,7 +155,8 @@ def prediction_layers(
     image_name
         Name of that image layer; the new layers are named after it.
     slice_index
-        The slice a one-slice prediction belongs to; ``None`` for the whole stack.
+        The stack index of the first predicted slice (of one slice or a range); ``None``
+        for the whole stack.
     boundary_classes
         The model's boundary classes (kept in the mask's metadata: the class roles).
 
@@ -163,16 +164,19 @@ def prediction_layers(
     -------
     list of LayerData
         The mask Labels layer first, then one probability Image layer per class that is
-        not background, then the uncertainty (entropy) Image layer.
+        not background, then the uncertainty (entropy) Image layer.  Lazy arrays (dask,
+        read from a store on disk) stay lazy and get no uncertainty layer: its users read
+        a map whole.
     """
     names = list(class_names)
     where, flat = result_placement(placement, slice_index)
     if flat:
-        mask, probabilities = mask[0], probabilities[0]
+        mask = mask[0]
+        probabilities = None if probabilities is None else probabilities[0]
     origin = {"source": image_name, "slice": slice_index, "class_names": names}
     layers: list[LayerData] = [
         (
-            np.asarray(mask, dtype=np.uint8),
+            _layer_array(mask, np.uint8),
             {
                 "name": f"{image_name} mask",
                 **where.meta(),
@@ -188,10 +192,12 @@ def prediction_layers(
             "labels",
         )
     ]
+    if probabilities is None:
+        return layers
     for k in range(1, len(names)):
         layers.append(
             (
-                np.ascontiguousarray(probabilities[..., k], dtype=np.float32),
+                _layer_array(probabilities[..., k], np.float32),
                 {
                     "name": f"{image_name} P({names[k]})",
                     **where.meta(),
@@ -204,6 +210,8 @@ def prediction_layers(
                 "image",
             )
         )
+    if not isinstance(probabilities, np.ndarray):
+        return layers
     layers.append(
         (
             entropy_map(probabilities),
@@ -221,11 +229,18 @@ def prediction_layers(
     return layers
 
 
+def _layer_array(data: Any, dtype: type) -> Any:
+    """``data`` as ``dtype``: a numpy array contiguous, a lazy (dask) one still lazy."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data, dtype=dtype)
+    return data.astype(dtype)
+
+
 def result_placement(placement: Placement, slice_index: int | None) -> tuple[Placement, bool]:
     """Where (Z, Y, X) results of an image lie, and whether they are shown as (Y, X).
 
-    A one-slice result sits on its slice; a 2D image's results stay 2D, to match it axis
-    for axis.
+    A result of some slices starts on its first slice (``slice_index``); a 2D image's
+    results stay 2D, to match it axis for axis.
     """
     if slice_index is not None:
         return placement.at_slice(slice_index), False

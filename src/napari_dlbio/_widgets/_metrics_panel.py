@@ -96,14 +96,15 @@ class MetricsPanel(QGroupBox):
         connect_while_alive(viewer.dims.events.current_step, self.update_overlay, self)
         self._guess_reading()
 
-    def reference(self, slice_index: int | None) -> Reference | None:
-        """A copy of the reference labels (one slice, or all), or None when none is chosen."""
+    def reference(self, slices: slice | None) -> Reference | None:
+        """A copy of the reference labels (the ``slices`` of a stack, or all), or None when
+        none is chosen."""
         layer = self.reference_combo.layer()
         if layer is None:
             return None
         data = layer.data[0] if layer.multiscale else layer.data
-        if slice_index is not None and layer.ndim >= 3:
-            data = data[slice_index : slice_index + 1]
+        if slices is not None and layer.ndim >= 3:
+            data = data[slices]
         return Reference(np.array(data, copy=True), self.read_as.currentText() == AS_ANNOTATION)
 
     def evaluate(self) -> Job | None:
@@ -113,7 +114,8 @@ class MetricsPanel(QGroupBox):
             show_error("Choose a predicted mask (Predict first) as Prediction.")
             return None
         offset = mask.metadata.get("slice")
-        reference = self.reference(offset)
+        depth = mask.data.shape[0] if mask.ndim >= 3 else 1
+        reference = self.reference(None if offset is None else slice(offset, offset + depth))
         if reference is None or self.reference_combo.layer() is mask:
             show_error("Choose the annotation or ground-truth labels as Reference.")
             return None

@@ -33,7 +33,6 @@ from napari_dlbio._widgets._common import (
     image_data,
     placement_of,
     show_canvas_text,
-    spatial_shape,
 )
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
@@ -54,13 +53,15 @@ from napari_dlbio._widgets._model_choices import (
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._objects_panel import ObjectsPanel, unit_of
 from napari_dlbio._widgets._result_layers import show_layers, show_layers_in_turns
-from napari_dlbio._widgets._worker import Job
+from napari_dlbio._widgets._volume_jobs import VOLUME_NOTE, VolumeOutcome, predict_volume
+from napari_dlbio._widgets._volume_output import Scope, ScopeForm
+from napari_dlbio._widgets._worker import Job, JobFunction
 from napari_dlbio.core.builtin_models import builtin_name
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
 
-CURRENT_SLICE, WHOLE_STACK = "current slice / image", "whole stack"
+CURRENT_SLICE, SLICE_RANGE, WHOLE_STACK = (scope.value for scope in Scope)
 CLASS_COLUMNS = ("image", "predicted", "probability", "true", "trained on")
 PREDICTIONS_KEY = "dlbio_predictions"
 _NO_MODEL = {
@@ -72,7 +73,7 @@ _NO_MODEL = {
 
 
 class PredictWidget(JobWidget):
-    """Predict on the current slice or the whole stack, then inspect the result."""
+    """Predict on the current slice, a range of slices or the whole stack, then inspect."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
@@ -80,8 +81,8 @@ class PredictWidget(JobWidget):
         self.model_combo = QComboBox()
         self.model_folder = PathEdit(folder=True, save=False, package=True)
         self.model_picker = ModelPicker(self.session, Task.SEGMENTATION)
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItems([CURRENT_SLICE, WHOLE_STACK])
+        self.scope_form = ScopeForm(napari_viewer, self.image_combo.layer)
+        self.scope_combo = self.scope_form.scope.native
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.progress_bar = QProgressBar()
@@ -108,7 +109,7 @@ class PredictWidget(JobWidget):
         self.model_folder_label = QLabel("Model folder or .zip")
         form.addRow(self.model_folder_label, self.model_folder)
         form.addRow("Current model", self.model_picker)
-        form.addRow("Predict on", self.scope_combo)
+        form.addRow(self.scope_form.native)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.cancel_button)
@@ -138,28 +139,10 @@ class PredictWidget(JobWidget):
             show_error("Open an image first.")
             return None
         try:
-            source = self._model_source()
+            function, args, on_result = self._job_of(image, self._model_source())
         except DlbioError as error:
             show_error(f"Cannot predict yet: {error}")
             return None
-        data = image_data(image)
-        is_stack = len(spatial_shape(image)) == 3
-        index = current_index(self.viewer, image) if is_stack else None
-        if is_stack and self.scope_combo.currentText() == CURRENT_SLICE:
-            data, first = data[index : index + 1], index
-        else:
-            data, first = (data if is_stack else data[np.newaxis]), None
-        classes = class_stack_metadata(image)
-        if classes is not None:
-            metadata = dict(image.metadata)
-            function, args = predict_classes, (source, data, first or 0, classes[1], metadata)
-            on_result = self._show_classes
-        else:
-            reference, objects = self.metrics.reference(first), self.objects.requested()
-            function = predict_segmentation
-            args = (source, data, placement_of(image), image.name, first, reference)
-            args += (objects, unit_of(image))
-            on_result = self._show_segmentation
         self.status_label.setText("Predicting...")
         self.job = Job(
             function,
@@ -171,6 +154,22 @@ class PredictWidget(JobWidget):
         )
         self._set_running(True)
         return self.job.start()
+
+    def _job_of(self, image: Image, source: ModelSource) -> tuple[JobFunction, tuple, Any]:
+        """The job predicting the chosen slices of ``image``, its arguments, its result's show."""
+        data, chosen = self.scope_form.selection(image)
+        classes = class_stack_metadata(image)
+        if classes is None and self.scope_form.writes_to_disk():
+            output = self.scope_form.volume_output(image)
+            args = (source, data, output, placement_of(image), image.name)
+            return predict_volume, args, self._show_volume
+        first = None if chosen is None else chosen.start
+        if classes is not None:
+            args = (source, data, first or 0, classes[1], dict(image.metadata))
+            return predict_classes, args, self._show_classes
+        reference, objects = self.metrics.reference(chosen), self.objects.requested()
+        args = (source, data, placement_of(image), image.name, first, reference, objects)
+        return predict_segmentation, (*args, unit_of(image)), self._show_segmentation
 
     def grad_cam(self) -> Job | None:
         """Compute the Grad-CAM heatmap of the image the viewer shows, as an overlay layer."""
@@ -235,6 +234,13 @@ class PredictWidget(JobWidget):
         note = outcome.evaluation and outcome.evaluation.objects_note
         done = f"Done: {mask.name}, its probabilities{found} were added."
         self.status_label.setText(f"{done} {note}" if note else done)
+
+    def _show_volume(self, outcome: VolumeOutcome) -> Iterator[None]:
+        """Show a lazy volume's stores as layers, one per turn (no objects, no scores)."""
+        self._keep_model(outcome.model)
+        yield from show_layers_in_turns(self.viewer, outcome.layers)
+        self.objects.set_input(None, VOLUME_NOTE)
+        self.status_label.setText(outcome.summary())
 
     def _show_classes(self, outcome: ClassificationOutcome) -> Iterator[None]:
         """Show the result in stages (see :class:`Job`): the table, then the canvas text."""
@@ -307,6 +313,7 @@ class PredictWidget(JobWidget):
         self.model_folder.setVisible(from_folder)
         self.model_folder_label.setVisible(from_folder)
         self.model_picker.set_task(self._task())
+        self.scope_form.refresh()
         classifier = self._task() is Task.CLASSIFICATION
         self.metrics.setVisible(not classifier)
         self.objects.setVisible(not classifier)
