@@ -15,7 +15,14 @@ import textwrap
 
 import pytest
 
-from napari_dlbio.models.distribute import choose_strategy, worker_index
+from napari_dlbio.core.errors import ConfigError
+from napari_dlbio.models.distribute import (
+    SLURM_BASE_PORT,
+    choose_strategy,
+    expand_hostlist,
+    find_cluster,
+    worker_index,
+)
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> str:
@@ -103,14 +110,104 @@ def test_tf_config_selects_the_multi_worker_strategy():
 
 def test_one_device_uses_the_default_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
     assert choose_strategy().num_replicas_in_sync == 1
     assert worker_index() == 0
 
 
 @pytest.mark.parametrize(
-    ("value", "index"),
-    [('{"task": {"type": "worker", "index": 3}}', 3), ("not json", 0), ('{"task": 5}', 0)],
+    ("cluster", "task", "index"),
+    [
+        ({"worker": ["a:1", "b:1", "c:1"]}, {"type": "worker", "index": 2}, 2),
+        ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, {"type": "chief", "index": 0}, 0),
+        ({"chief": ["a:1"], "worker": ["b:1", "c:1"]}, {"type": "worker", "index": 0}, 1),
+    ],
 )
-def test_worker_index_reads_tf_config(monkeypatch, value, index):
-    monkeypatch.setenv("TF_CONFIG", value)
+def test_worker_index_counts_the_chief_first(monkeypatch, cluster, task, index):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     assert worker_index() == index
+    found = find_cluster()
+    assert (found.index, found.is_chief, found.source) == (index, index == 0, "TF_CONFIG")
+    assert found.describe().startswith(f"Worker {index + 1} of 3 (TF_CONFIG): the chief")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not json",
+        '{"task": 5}',
+        '{"task": {"type": "worker", "index": 3}}',
+        '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+        '{"cluster": {"worker": ["a:1"]}, "task": {"type": "evaluator", "index": 0}}',
+    ],
+)
+def test_a_tf_config_that_is_no_cluster_is_refused(value):
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        find_cluster({"TF_CONFIG": value})
+
+
+def _slurm(**changes: str) -> dict[str, str]:
+    """What srun gives task 3 of `srun --nodes=2 --ntasks-per-node=2` in job 4321."""
+    variables = {
+        "SLURM_JOB_ID": "4321",
+        "SLURM_NTASKS": "4",
+        "SLURM_STEP_NUM_TASKS": "4",
+        "SLURM_STEP_NODELIST": "gpu[07-08]",
+        "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+        "SLURM_PROCID": "3",
+    }
+    return {**variables, **changes}
+
+
+def test_a_slurm_step_of_several_tasks_is_a_cluster_of_one_worker_per_task():
+    cluster = find_cluster(_slurm())
+    port = SLURM_BASE_PORT + 32 * 321
+    assert cluster.workers == (
+        f"gpu07:{port}", f"gpu07:{port + 1}", f"gpu08:{port}", f"gpu08:{port + 1}"
+    )  # fmt: skip
+    assert (cluster.index, cluster.is_chief, cluster.source) == (3, False, "Slurm")
+    assert find_cluster(_slurm(SLURM_PROCID="0")).is_chief
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        _slurm(SLURM_STEP_NUM_TASKS="1", SLURM_PROCID="0"),  # srun --ntasks=1
+        # The batch script itself (no srun): one process, whatever the job asked for.
+        {key: value for key, value in _slurm().items() if not key.startswith("SLURM_STEP")},
+    ],
+)
+def test_one_task_trains_alone(environ):
+    assert find_cluster(environ) is None
+
+
+def test_tf_config_comes_before_slurm():
+    tf_config = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+    cluster = find_cluster({**_slurm(), "TF_CONFIG": json.dumps(tf_config)})
+    assert (cluster.workers, cluster.index, cluster.source) == (("a:1", "b:1"), 1, "TF_CONFIG")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"SLURM_STEP_TASKS_PER_NODE": "2"},  # 2 tasks on 2 nodes, not 4
+        {"SLURM_PROCID": "4"},
+        {"SLURM_STEP_NODELIST": "gpu[07-"},
+    ],
+)
+def test_slurm_variables_that_disagree_are_refused(changes):
+    with pytest.raises(ConfigError, match="Slurm"):
+        find_cluster(_slurm(**changes))
+
+
+@pytest.mark.parametrize(
+    ("hostlist", "hosts"),
+    [
+        ("node1", ["node1"]),
+        ("n[01-03,07],gpu5", ["n01", "n02", "n03", "n07", "gpu5"]),
+        ("rack[1-2]-a,x", ["rack1-a", "rack2-a", "x"]),
+    ],
+)
+def test_slurm_host_lists_expand_in_order(hostlist, hosts):
+    assert expand_hostlist(hostlist) == hosts

@@ -50,6 +50,7 @@ from napari_dlbio.core.tiling import (
 from napari_dlbio.models._tf import load_keras, load_tensorflow
 from napari_dlbio.models.distribute import choose_strategy, worker_index
 from napari_dlbio.models.losses import MaskedIoU, MaskedSegmentationLoss, class_probabilities
+from napari_dlbio.models.multi_worker import WorkerAgreement, spans_workers
 from napari_dlbio.models.segmentation_data import (
     TrainingData,
     as_image_stack,
@@ -101,6 +102,11 @@ def iter_train_segmentation(
     clock: Clock = time.perf_counter,
 ) -> Generator[Event, None, SegmentationTrainingResult]:
     """Train (or fine-tune) a U-Net, yielding progress events.
+
+    Every worker of a multi-worker cluster (see
+    :func:`~napari_dlbio.models.distribute.find_cluster`) runs this with the same
+    arguments: each trains on ``config.batch_size`` patches of its own per step, and all
+    end with the same model.
 
     Parameters
     ----------
@@ -173,7 +179,10 @@ def iter_train_segmentation(
         )
         yield Notice(f"Class weights: {weights}.")
     strategy = choose_strategy()
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
+    # config.batch_size patches per replica: several replicas in this process split batches
+    # of that many times more, a worker among several draws its own.
+    workers = spans_workers(strategy)
+    batch_size = config.batch_size * (1 if workers else strategy.num_replicas_in_sync)
     with strategy.scope():
         if config.packaged_network and initial is not None:
             # A bioimage.io package's own network, not a U-Net of ``config.network``.
@@ -195,8 +204,14 @@ def iter_train_segmentation(
             # without), and each compiled model stayed in memory (~55 MiB per run).
             jit_compile="auto",
         )
-    # One device trains fastest on numpy batches drawn in its own loop (see iter_fit).
-    stream = training_dataset if strategy.num_replicas_in_sync > 1 else training_batches
+    if workers:
+        # All workers stop at the same batch and keep the same model (see multi_worker).
+        agreement = WorkerAgreement(strategy, cancel or CancelToken(), clock)
+        cancel, clock, callbacks = agreement.cancel, agreement.clock, [*callbacks, agreement]
+    # One device, and each worker, trains fastest on numpy batches drawn in its own loop
+    # (see iter_fit); several replicas in this process split tf.data batches.
+    split_batches = strategy.num_replicas_in_sync > 1 and not workers
+    stream = training_dataset if split_batches else training_batches
     job = iter_fit(
         model,
         stream(data, config, batch_size, seed=config.seed + 7919 * worker_index()),
