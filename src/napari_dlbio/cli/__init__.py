@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_dlbio import __version__
+from napari_dlbio.cli._cluster import add_cluster_options, uses_cluster
 from napari_dlbio.cli._object_options import add_object_options, wants_objects
 from napari_dlbio.cli.export import add_export_command
 from napari_dlbio.core.errors import DlbioError
@@ -70,14 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="predict masks or classes with a model folder")
     predict.add_argument("--model", required=True, help=_MODEL_HELP)
-    predict.add_argument("--images", required=True, nargs="+", help="image stack, folder or files")
     predict.add_argument(
-        "--out", required=True, help="mask TIFF (segmentation) or CSV (classification)"
+        "--images", required=True, nargs="+", help="image stack, folder, files or zarr store"
     )
-    predict.add_argument("--probabilities", help="also write class probabilities to this TIFF")
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="mask: a TIFF, or an OME-Zarr store for a name ending in .zarr (segmentation); "
+        "a CSV (classification)",
+    )
+    predict.add_argument(
+        "--probabilities",
+        help="also write the class probabilities: a TIFF, or OME-Zarr for a name ending in .zarr",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="segmentation: replace existing outputs (only once the new ones are complete)",
+    )
     predict.add_argument("--cam", metavar="CAM_DIR", help="write Grad-CAM maps (classification)")
     _add_speck_option(predict)
     add_object_options(predict, files=True)
+    add_cluster_options(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_verbose_option(predict)
 
@@ -195,6 +210,16 @@ def _refuse_options_of_the_other_task(args: argparse.Namespace, task: str) -> No
         raise InputDataError(
             f"{args.model} is a classifier: it names a class per image and has no objects. "
             "--instances and the object settings are for segmentation models."
+        )
+    if task == "classification" and getattr(args, "overwrite", False):
+        raise InputDataError(
+            f"--overwrite is for segmentation outputs; {args.model} is a classifier. "
+            "Choose a new --out name or move the old file away."
+        )
+    if task == "classification" and uses_cluster(args):
+        raise InputDataError(
+            f"--workers and --scheduler are for segmentation models; {args.model} is a "
+            "classifier: classify the images without them."
         )
     if task != "classification" and getattr(args, "cam", None):
         raise InputDataError(

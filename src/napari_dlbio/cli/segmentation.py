@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tifffile
 
+from napari_dlbio.cli._cluster import cluster_client
+from napari_dlbio.cli._outputs import (
+    SliceWrite,
+    open_probabilities,
+    output_scale,
+    refuse_existing_outputs,
+    write_mask,
+)
 from napari_dlbio.cli._progress import ProgressPrinter
 from napari_dlbio.cli._signals import cancel_on_interrupt
 from napari_dlbio.cli.objects import (
@@ -39,14 +46,7 @@ from napari_dlbio.core.events import (
     SlicePredicted,
     run_to_end,
 )
-from napari_dlbio.core.io import (
-    ImageStack,
-    atomic_file,
-    read_label_stack,
-    read_stack,
-    refuse_existing_file,
-    write_labels_tiff_pages,
-)
+from napari_dlbio.core.io import ImageStack, read_label_stack, read_stack
 from napari_dlbio.core.labels import annotation_from_dense, parse_label_values
 from napari_dlbio.core.masks import mask_from_probabilities
 from napari_dlbio.core.normalisation import image_channels
@@ -57,7 +57,12 @@ if TYPE_CHECKING:
 
 
 def train(args: argparse.Namespace) -> int:
-    """``dlbio train`` for segmentation: read, train (or fine-tune), save the model folder."""
+    """``dlbio train`` for segmentation: read, train (or fine-tune), save the model folder.
+
+    One worker of a multi-worker cluster (``TF_CONFIG``, or ``srun`` with several tasks)
+    trains its share; only the chief writes the model folder and checkpoints.
+    """
+    from napari_dlbio.models.distribute import find_cluster
     from napari_dlbio.models.segmentation import iter_train_segmentation
     from napari_dlbio.models.store import check_destination, load_model_folder, save_model_folder
 
@@ -66,9 +71,12 @@ def train(args: argparse.Namespace) -> int:
             "Segmentation training needs --labels: a label stack of the same size as the images."
         )
     out = check_destination(args.out)  # a wrong --out is found now, not after training
+    cluster = find_cluster()
     initial = load_model_folder(args.from_model, Task.SEGMENTATION) if args.from_model else None
     config = _training_config(args, initial)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
+    if cluster is not None:
+        printer(Notice(cluster.describe()))
     stack = _read_stack(args.images, printer)
     annotations = _read_annotations(args.labels, args.label_values, config.class_names, printer)
     _check_labels_fit(stack, annotations)
@@ -86,6 +94,7 @@ def train(args: argparse.Namespace) -> int:
             )
         config = config.replace(input_channels=channels)
     cancel = CancelToken()
+    chief = cluster is None or cluster.is_chief  # only the chief writes files
     checkpoints = out.parent / f".{out.name}.checkpoints"
     with cancel_on_interrupt(cancel):
         result = run_to_end(
@@ -95,13 +104,19 @@ def train(args: argparse.Namespace) -> int:
                 config,
                 cancel=cancel,
                 initial=initial,
-                checkpoint_dir=checkpoints,
+                checkpoint_dir=checkpoints if chief else None,
             ),
             printer,
         )
     if result.fit.best_epoch is None:
         sys.stderr.write("dlbio: stopped before the first epoch ended; no model was saved.\n")
         return 1
+    if cluster is not None and not cluster.is_chief:
+        sys.stdout.write(
+            f"Trained as worker {cluster.index + 1} of {len(cluster.workers)} (best epoch "
+            f"{result.fit.best_epoch}; {result.fit.stop_reason.value}); the chief saves {out}.\n"
+        )
+        return 0
     folder = result.model
     save_model_folder(out, folder.model, folder.task, folder.config, folder.history, folder.metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -113,48 +128,58 @@ def train(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """``dlbio predict`` for segmentation: write the mask (probabilities, objects) as TIFF.
+    """``dlbio predict`` for segmentation: write the mask (probabilities, objects) as TIFF,
+    or as OME-Zarr for an ``--out`` / ``--probabilities`` ending in ``.zarr``.
 
     Slices are predicted and written one at a time, so volumes larger than memory work
     (TIFFs beyond a size are read memory-mapped); so are their objects, unless they are
     found through the stack.
     """
-    from napari_dlbio.models.segmentation import iter_predict_slices
-
     out = Path(args.out)
     probabilities_path = Path(args.probabilities) if args.probabilities else None
-    for path in (out, probabilities_path):
-        if path is not None:
-            refuse_existing_file(path)
+    refuse_existing_outputs((out, probabilities_path), args.images, overwrite=args.overwrite)
     model = _load_model(args)
     printer = ProgressPrinter(sys.stderr, quiet=args.quiet)
     images = _read_images(args.images, printer)
+    scale = output_scale(args.images, pixel_size(args))
+    class_names = tuple(model.config.class_names)
     objects = None
     if args.instances:
         objects = ObjectOutput(
-            Path(args.instances), model.config, object_settings(args), images, pixel_size(args)
+            Path(args.instances), model.config, object_settings(args), images, scale[0]
         )
     cancel = CancelToken()
     try:
-        with cancel_on_interrupt(cancel), ExitStack() as files:
-            probability_file = None
+        with cancel_on_interrupt(cancel), cluster_client(args) as client, ExitStack() as files:
+            write_probabilities = None
             if probabilities_path is not None:
-                probability_file = files.enter_context(
-                    tifffile.TiffWriter(files.enter_context(atomic_file(probabilities_path)))
+                write_probabilities = files.enter_context(
+                    open_probabilities(
+                        probabilities_path,
+                        shape=images.shape[:3],
+                        class_names=class_names,
+                        scale=scale,
+                        overwrite=args.overwrite,
+                    )
                 )
             object_files = on_slice = None
             if objects is not None:
                 object_files = files.enter_context(objects.open())
                 on_slice = objects.slice_step(object_files)
             masks = _mask_pages(
-                iter_predict_slices(model, images, cancel=cancel),
+                _prediction_events(args, model, images, client, cancel),
                 printer,
-                probability_file,
+                write_probabilities,
                 model.config.min_region_pixels,
                 on_slice,
             )
-            write_labels_tiff_pages(
-                out, masks, images.shape[:3], class_names=tuple(model.config.class_names)
+            write_mask(
+                out,
+                masks,
+                shape=images.shape[:3],
+                class_names=class_names,
+                scale=scale,
+                overwrite=args.overwrite,
             )
             if objects is not None:
                 objects.finish(object_files)
@@ -180,6 +205,23 @@ def _load_model(args: argparse.Namespace) -> ModelFolder:
     return dataclasses.replace(model, config=config)
 
 
+def _prediction_events(
+    args: argparse.Namespace,
+    model: ModelFolder,
+    images: np.ndarray,
+    client: Any,
+    cancel: CancelToken,
+) -> Iterator[Event]:
+    """The slices predicted here, or by the dask cluster of ``client`` when there is one."""
+    if client is None:
+        from napari_dlbio.models.segmentation import iter_predict_slices
+
+        return iter_predict_slices(model, images, cancel=cancel)
+    from napari_dlbio.models.distributed_prediction import iter_predict_slices_distributed
+
+    return iter_predict_slices_distributed(args.model, images, client, cancel=cancel)
+
+
 class _PredictionStopped(Exception):
     """The user stopped the prediction (Ctrl+C): no file may be kept."""
 
@@ -187,26 +229,18 @@ class _PredictionStopped(Exception):
 def _mask_pages(
     job: Iterator[Event],
     printer: ProgressPrinter,
-    probability_file: Any,
+    write_probabilities: SliceWrite | None,
     min_region_pixels: int,
     on_slice: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Masks of the slices as they are predicted; their probabilities go to the file.
+    """Masks of the slices as they are predicted; their probabilities are written as well.
 
     ``on_slice(index, probabilities)`` sees each slice's probabilities (to find objects).
-
-    The probabilities are float32 with axes Z, C, Y, X (napari opens them as one channel
-    per class; Fiji as a stack of Z x C planes).
     """
     for event in job:
         if isinstance(event, SlicePredicted):
-            if probability_file is not None:
-                probability_file.write(
-                    np.moveaxis(event.probabilities, -1, 0),
-                    contiguous=True,
-                    photometric="minisblack",
-                    metadata={"axes": "ZCYX"},
-                )
+            if write_probabilities is not None:
+                write_probabilities(event.index, event.probabilities)
             if on_slice is not None:
                 on_slice(event.index, event.probabilities)
             yield mask_from_probabilities(event.probabilities, min_region_pixels)
