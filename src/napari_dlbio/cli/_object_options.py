@@ -23,8 +23,9 @@ def add_object_options(command: argparse.ArgumentParser, *, files: bool) -> None
             type=float,
             nargs="+",
             metavar="SIZE",
-            help="pixel size for the physical sizes in objects.csv: one value (square "
-            "pixels), Y X, or Z Y X (default 1, sizes in pixels)",
+            help="pixel size for the physical sizes in objects.csv and the voxel size of "
+            ".zarr outputs: one value (square pixels), Y X, or Z Y X (default: a zarr "
+            "input's own, else 1, sizes in pixels)",
         )
     command.add_argument(
         "--smoothing",
