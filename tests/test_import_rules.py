@@ -1,7 +1,8 @@
 """The layering of DESIGN.md, checked on the source rather than remembered.
 
-core/ is pure; models/ never touches napari or Qt; TensorFlow and Keras enter through
-models/_tf.py only; importing the package, its reader/writer and its samples stays light.
+core/ is pure; models/ and engine/ never touch napari or Qt; TensorFlow and Keras enter
+through models/_tf.py only, and into the engine through its handlers only; importing the
+package, its reader/writer, its samples and the engine's client stays light.
 """
 
 from __future__ import annotations
@@ -120,3 +121,39 @@ def test_the_training_process_imports_no_napari_or_qt() -> None:
     """The child process that trains imports this module: no GUI may come with it."""
     module = PACKAGE / "_widgets" / "_training_job.py"
     assert _violations([module], GUI | TENSORFLOW) == []
+
+
+def test_the_engine_never_imports_napari_or_qt() -> None:
+    engine = [*_modules(PACKAGE / "engine"), PACKAGE / "cli" / "engine.py"]
+    assert len(engine) >= 5
+    assert _violations(engine, GUI) == []
+
+
+def test_only_the_engines_handlers_use_the_models_package() -> None:
+    """The rest of the engine (and its client) must stay importable without TensorFlow."""
+    users = [
+        file.name
+        for file in _modules(PACKAGE / "engine")
+        if any(
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("napari_dlbio.models")
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8")))
+        )
+    ]
+    assert users == ["handlers.py"]
+
+
+def test_the_engine_and_its_client_do_not_load_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "import napari_dlbio.engine.client, napari_dlbio.engine.local\n"
+        "import napari_dlbio.engine.server, napari_dlbio.engine.child, napari_dlbio.cli.engine\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'napari', 'qtpy', 'PyQt5')"
+        " if m in sys.modules)\n"
+        "print('loaded:', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loaded: []"

@@ -6,7 +6,8 @@ the package wherever a model folder is asked for, and ``dlbio models`` lists the
 meant for the user are printed as one clear line with exit code 2; Ctrl+C stops training
 after the current batch and still saves the best weights.  TensorFlow's own C++ log lines
 (CUDA and CPU feature notices that read like errors) stay hidden unless ``--verbose`` is
-given.
+given.  ``dlbio engine`` serves models over a socket, and ``dlbio predict --engine`` predicts
+on such an engine (:mod:`napari_dlbio.cli.engine`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from napari_dlbio import __version__
 from napari_dlbio.cli._cluster import add_cluster_options, uses_cluster
 from napari_dlbio.cli._object_options import add_object_options, wants_objects
+from napari_dlbio.cli.engine import add_engine_command, add_engine_options
 from napari_dlbio.cli.export import add_export_command
 from napari_dlbio.core.errors import DlbioError
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speck_option(predict)
     add_object_options(predict, files=True)
     add_cluster_options(predict)
+    add_engine_options(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_verbose_option(predict)
 
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose_option(models)
 
     _add_verbose_option(add_export_command(commands))
+    _add_verbose_option(add_engine_command(commands))
     return parser
 
 
@@ -179,6 +183,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from napari_dlbio.cli.export import export
 
         return export(args)
+    if args.command == "engine":
+        from napari_dlbio.cli.engine import serve
+
+        return serve(args)
     from napari_dlbio.cli import classification, segmentation
 
     if args.command == "models":
@@ -192,6 +200,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         engine = classification if args.task == "classify" else segmentation
         return engine.train(args)
+    if args.command == "predict" and (args.engine or args.authkey_file):
+        # The model lives with the engine: its task is read there, not here.
+        from napari_dlbio.cli.engine import refuse_options_beside_engine
+
+        refuse_options_beside_engine(args)
+        return segmentation.predict(args)
     task = _model_task(args.model)
     _refuse_options_of_the_other_task(args, task)
     engine = classification if task == "classification" else segmentation

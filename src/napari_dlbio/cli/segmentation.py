@@ -53,6 +53,7 @@ from napari_dlbio.core.normalisation import image_channels
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 if TYPE_CHECKING:
+    from napari_dlbio.cli.engine import RemoteModel
     from napari_dlbio.models.store import ModelFolder
 
 
@@ -194,8 +195,13 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(args: argparse.Namespace) -> ModelFolder:
-    """The model folder, with ``--min-region-pixels`` in place of its own setting if given."""
+def _load_model(args: argparse.Namespace) -> ModelFolder | RemoteModel:
+    """The model folder, with ``--min-region-pixels`` in place of its own setting if given
+    (with ``--engine``: the model loaded in the engine, its settings read from there)."""
+    if getattr(args, "engine", None):
+        from napari_dlbio.cli.engine import load_remote_model
+
+        return load_remote_model(args)
     from napari_dlbio.models.store import load_model_folder
 
     model = load_model_folder(args.model, Task.SEGMENTATION)
@@ -207,12 +213,15 @@ def _load_model(args: argparse.Namespace) -> ModelFolder:
 
 def _prediction_events(
     args: argparse.Namespace,
-    model: ModelFolder,
+    model: ModelFolder | RemoteModel,
     images: np.ndarray,
     client: Any,
     cancel: CancelToken,
 ) -> Iterator[Event]:
-    """The slices predicted here, or by the dask cluster of ``client`` when there is one."""
+    """The slices predicted here, by the dask cluster of ``client`` when there is one, or
+    by the engine the model was loaded in (``--engine``)."""
+    if getattr(args, "engine", None):
+        return model.iter_predict_slices(images, cancel=cancel)
     if client is None:
         from napari_dlbio.models.segmentation import iter_predict_slices
 
