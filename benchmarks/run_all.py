@@ -32,6 +32,9 @@ BENCHMARKS = (
     ("leaf_transfer.py", [], ["--epochs", "10", "--draws", "1"]),
     ("gui_responsiveness.py", [], ["--smoke"]),
     ("soak.py", [], ["--cycles", "3"]),
+    ("large_volume.py", [], ["--quick"]),
+    ("multi_worker_training.py", [], ["--steps", "10"]),
+    ("engine_round_trip.py", [], []),
 )
 
 
