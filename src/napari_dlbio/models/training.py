@@ -130,20 +130,8 @@ def iter_fit(
     def fit() -> None:
         try:
             with releasing_traced_gradients():
-                if spans_workers(model.distribute_strategy):
-                    worker_steps = WorkerSteps(model)
-                    history = _fit_batch_by_batch(
-                        model,
-                        train_data,
-                        epochs=epochs,
-                        steps_per_epoch=steps_per_epoch,
-                        validation_data=validation_data,
-                        validation_steps=validation_steps,
-                        callbacks=callbacks,
-                        train_step=worker_steps.train,
-                        evaluate=worker_steps.evaluate,
-                    )
-                elif model.distribute_strategy.num_replicas_in_sync > 1:
+                strategy = model.distribute_strategy
+                if strategy.num_replicas_in_sync > 1 and not spans_workers(strategy):
                     history = model.fit(
                         train_data,
                         epochs=epochs,
@@ -155,6 +143,12 @@ def iter_fit(
                         verbose=0,
                     ).history
                 else:
+                    if spans_workers(strategy):
+                        worker_steps = WorkerSteps(model)
+                        train_step, evaluate = worker_steps.train, worker_steps.evaluate
+                    else:
+                        train_step = _ShrinkingStep(model, lambda text: events.put(Notice(text)))
+                        evaluate = partial(_evaluate, model)
                     history = _fit_batch_by_batch(
                         model,
                         train_data,
@@ -163,8 +157,8 @@ def iter_fit(
                         validation_data=validation_data,
                         validation_steps=validation_steps,
                         callbacks=callbacks,
-                        train_step=_ShrinkingStep(model, lambda text: events.put(Notice(text))),
-                        evaluate=partial(_evaluate, model),
+                        train_step=train_step,
+                        evaluate=evaluate,
                     )
                 outcome["history"] = {
                     key: [float(v) for v in values] for key, values in history.items()
