@@ -13,6 +13,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,3 +176,22 @@ def _from_plain(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected text, got {value!r}.")
         return value
     raise ConfigError(f"{where}: unsupported setting type {hint!r}.")
+
+
+def apply_changes(config: C, values: Mapping[str, Any]) -> C:
+    """``config`` with dotted-key ``values`` replaced, nested configs included (validated).
+
+    ``{"epochs": 5, "network.depth": 2}`` changes ``config.epochs`` and
+    ``config.network.depth``.
+    """
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[key] = value
+    for head, changes in nested.items():
+        top[head] = apply_changes(getattr(config, head), changes)
+    return config.replace(**top)

@@ -20,14 +20,28 @@ from typing import Any, TypeVar
 
 from napari_dlbio import __version__
 from napari_dlbio.core.builtin_models import is_builtin_reference
-from napari_dlbio.core.events import CancelToken, Event
+from napari_dlbio.core.config import Task, apply_changes
+from napari_dlbio.core.errors import InputDataError, ModelFolderError
+from napari_dlbio.core.events import CancelToken, Event, Notice, RunState
+from napari_dlbio.core.io import refuse_occupied_folder
 from napari_dlbio.engine.protocol import (
+    Burst,
+    Classified,
+    ExplainClass,
+    ExportPackage,
     LoadModel,
     ModelInfo,
     Ping,
     Pong,
+    PredictClasses,
+    PredictSegmentation,
     PredictSlices,
     Request,
+    SaveModel,
+    Segmented,
+    Train,
+    Trained,
+    Tuned,
     UnloadModel,
 )
 from napari_dlbio.engine.registry import LoadedModel, ModelRegistry
@@ -95,6 +109,150 @@ def predict_slices(request: PredictSlices, job: JobContext) -> Generator[Event, 
     yield from iter_predict_slices(model, request.images, cancel=job.cancel)
 
 
+@handles(PredictSegmentation)
+def predict_segmentation(
+    request: PredictSegmentation, job: JobContext
+) -> Generator[Event, None, Segmented | None]:
+    """Predict a whole segmentation and return its mask and probabilities."""
+    from napari_dlbio.models.segmentation import iter_predict_segmentation
+
+    loaded = _model(job, request.model, Task.SEGMENTATION)
+    prediction = yield from iter_predict_segmentation(
+        loaded.folder, request.images, cancel=job.cancel
+    )
+    if prediction is None:
+        return None
+    return Segmented(model_info(loaded), prediction.mask, prediction.probabilities)
+
+
+@handles(PredictClasses)
+def predict_classes(
+    request: PredictClasses, job: JobContext
+) -> Generator[Event, None, Classified | None]:
+    """Classify images and return their class probabilities."""
+    from napari_dlbio.models.classification import iter_predict_classifier
+
+    loaded = _model(job, request.model, Task.CLASSIFICATION)
+    prediction = yield from iter_predict_classifier(
+        loaded.folder, request.images, cancel=job.cancel
+    )
+    if prediction is None:
+        return None
+    return Classified(
+        model_info(loaded),
+        prediction.probabilities,
+        tuple(prediction.class_names),
+        prediction.seen_in_training,
+    )
+
+
+@handles(ExplainClass)
+def explain_class(request: ExplainClass, job: JobContext) -> Generator[Event, None, Any]:
+    """The Grad-CAM heatmap of one image for its predicted class."""
+    from napari_dlbio.models.gradcam import grad_cam
+
+    yield from ()
+    return grad_cam(_model(job, request.model, Task.CLASSIFICATION).folder, request.image)
+
+
+@handles(Train)
+def train(request: Train, job: JobContext) -> Generator[Event, None, Trained | None]:
+    """Train or fine-tune, write the model folder and keep the model loaded."""
+    from napari_dlbio.models.store import save_model_folder
+
+    refuse_occupied_folder(Path(request.save_to), "the model's files")  # now, not at the end
+    initial = None if request.start is None else _model(job, request.start, request.task).folder
+    config = request.config
+    if initial is not None:
+        # Fine-tuning keeps the model's architecture; only training changes.  A classifier
+        # keeps its classes too unless the images show others: it then gets a new top.
+        config = apply_changes(initial.config, request.training)
+        if request.task is Task.CLASSIFICATION:
+            config = config.replace(class_names=request.config.class_names)
+    if request.task is Task.SEGMENTATION:
+        from napari_dlbio.models.segmentation import iter_train_segmentation as iter_train
+    else:
+        from napari_dlbio.models.classification import iter_train_classifier as iter_train
+    result = yield from iter_train(
+        request.images, request.targets, config, cancel=job.cancel, initial=initial
+    )
+    model, fit = result.model, result.fit
+    if fit.state is RunState.CANCELLED and fit.best_epoch is None:
+        yield Notice("Stopped before the first epoch ended: no model was kept.")
+        return None
+    saved = save_model_folder(
+        request.save_to, model.model, model.task, model.config, fit.history, model.metrics
+    )
+    model.path = saved
+    loaded = job.models.add(str(saved), model)
+    return Trained(model_info(loaded), fit.state, fit.best_epoch, fit.seconds, fit.stop_reason)
+
+
+@handles(Burst)
+def burst(request: Burst, job: JobContext) -> Generator[Event, None, Tuned | None]:
+    """Fine-tune a tuner (made now if needed) for a burst, then predict the slice again.
+
+    The tuned model is kept under the source ``tuner-N``: it lives in this engine only,
+    until it is saved.
+    """
+    from napari_dlbio.models.interactive import FineTuner
+    from napari_dlbio.models.segmentation import iter_predict_segmentation
+
+    if request.tuner is None:
+        start = None
+        if request.start is not None:
+            start = _model(job, request.start, Task.SEGMENTATION).folder
+        config = request.config or start.config  # type: ignore[union-attr]
+        tuner_id = job.models.keep_tuner(FineTuner(config, start))
+    else:
+        tuner_id = request.tuner
+    tuner = job.models.tuner(tuner_id)
+    tuner.config = tuner.config.replace(min_region_pixels=request.min_region_pixels)
+    model = yield from tuner.iter_burst(
+        request.images,
+        request.annotation,
+        seconds=request.seconds,
+        recent=request.recent,
+        cancel=job.cancel,
+    )
+    if job.cancel.cancelled:
+        return None
+    index = request.slice_index
+    images = request.images if index is None else request.images[index : index + 1]
+    prediction = yield from iter_predict_segmentation(model, images, cancel=job.cancel)
+    if prediction is None:
+        return None
+    loaded = job.models.add(tuner_id, model)
+    return Tuned(tuner_id, model_info(loaded), prediction.mask, prediction.probabilities)
+
+
+@handles(SaveModel)
+def save_model(request: SaveModel, job: JobContext) -> Generator[Event, None, str]:
+    """Write a loaded model as a new model folder (an existing one is never replaced)."""
+    from napari_dlbio.models.store import save_model_folder
+
+    folder = Path(request.folder)
+    refuse_occupied_folder(folder, "the model's files")
+    model = job.models.get(_reference(request.model)).folder
+    saved = save_model_folder(
+        folder, model.model, model.task, model.config, model.history, model.metrics
+    )
+    yield Notice(f"Saved the model folder {saved}.")
+    return str(saved)
+
+
+@handles(ExportPackage)
+def export_package(request: ExportPackage, job: JobContext) -> Generator[Event, None, str]:
+    """Write a model as a new bioimage.io package (see
+    :func:`~napari_dlbio.models.bioimageio_export.export_bioimageio`)."""
+    from napari_dlbio.models.bioimageio_export import export_bioimageio
+
+    model = job.models.get(_reference(request.model)).folder
+    written = export_bioimageio(model, request.path)
+    yield Notice(f"Saved the bioimage.io package {written}.")
+    return str(written)
+
+
 def model_info(loaded: LoadedModel) -> ModelInfo:
     """The description a client gets of a loaded model."""
     folder = loaded.folder
@@ -115,11 +273,27 @@ def canonical_source(source: str) -> str:
 
 
 def _reference(model: str) -> str:
-    """A model id as it is, a source made canonical."""
-    return model if model.startswith("model-") else canonical_source(model)
+    """A model or tuner id as it is, a source made canonical."""
+    return model if model.startswith(("model-", "tuner-")) else canonical_source(model)
+
+
+def _model(job: JobContext, model: str, task: Task) -> LoadedModel:
+    """The loaded model ``model`` (an id or a source), checked to be a ``task`` model."""
+    loaded = job.models.get(_reference(model))
+    if loaded.folder.task is not task:
+        raise InputDataError(
+            f"The model is a {loaded.folder.task.value} model; this needs a {task.value} "
+            "model. Train one or load a model folder."
+        )
+    return loaded
 
 
 def _load_folder(source: str) -> Any:
+    if source.startswith("tuner-"):
+        raise ModelFolderError(
+            "this fine-tuned model lived only in an engine that stopped, and was not saved; "
+            "fine-tune again (or train) to get a model to use"
+        )
     from napari_dlbio.models.store import load_model_folder
 
     return load_model_folder(source)

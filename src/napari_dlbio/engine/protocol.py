@@ -12,13 +12,18 @@ restricted decoder of :mod:`napari_dlbio.engine.codec` can rebuild it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_dlbio.core.classifier_config import ClassifierConfig
+from napari_dlbio.core.config import JsonConfig, Task
 from napari_dlbio.core.errors import ConfigError, DlbioError, InputDataError, ModelFolderError
-from napari_dlbio.core.events import Event
+from napari_dlbio.core.events import Event, RunState, StopReason
+from napari_dlbio.core.segmentation_config import SegmentationConfig
 
 
 class EngineError(DlbioError, RuntimeError):
@@ -96,6 +101,95 @@ class PredictSlices(Request):
     images: np.ndarray | ArrayFeed = field(repr=False)
 
 
+@dataclass(frozen=True)
+class PredictSegmentation(Request):
+    """Predict a segmentation of (Z, Y, X[, C]) ``images`` in one piece; the result is a
+    :class:`Segmented`, or None when cancelled.  ``model`` is an id or a source."""
+
+    model: str
+    images: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PredictClasses(Request):
+    """Classify (N, H, W, C) ``images`` (or a list of photos of their own sizes); the
+    result is a :class:`Classified`, or None when cancelled."""
+
+    model: str
+    images: np.ndarray | list[np.ndarray] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ExplainClass(Request):
+    """Grad-CAM of one (H, W, C) image for its predicted class: the result is the
+    (H, W) heatmap in [0, 1]."""
+
+    model: str
+    image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Train(Request):
+    """Train a new network (``start`` None) or fine-tune the model ``start`` (an id or a
+    source) and write it to ``save_to``; the result is a :class:`Trained`, or None when
+    stopped before an epoch ended.
+
+    ``config`` is a new network's; a fine-tuned model keeps its own, changed by the
+    dotted-key ``training`` settings (see :func:`~napari_dlbio.core.config.apply_changes`),
+    and a fine-tuned classifier takes ``config``'s class names.  ``targets`` are an
+    annotation (Z, Y, X) or class indices (N,).
+    """
+
+    task: Task
+    images: np.ndarray | list[np.ndarray] = field(repr=False)
+    targets: np.ndarray = field(repr=False)
+    config: JsonConfig
+    save_to: str
+    training: Mapping[str, Any] = field(default_factory=dict)
+    start: str | None = None
+
+
+@dataclass(frozen=True)
+class Burst(Request):
+    """Fine-tune for ``seconds`` on the corrections, then predict one slice again (see
+    :class:`~napari_dlbio.models.interactive.FineTuner`); the result is a :class:`Tuned`,
+    or None when stopped.
+
+    ``tuner`` names the engine's tuner to go on with (its network lives on between
+    bursts); None makes a new one from the model ``start`` (an id or a source) with the
+    training settings ``config`` (None: the model's own), or from scratch with ``config``.
+    ``annotation`` is what the burst learns (0 = not annotated); ``recent`` the pixels
+    painted since the last burst; ``slice_index`` the slice predicted again (None: a 2D
+    image).
+    """
+
+    tuner: str | None
+    start: str | None
+    config: SegmentationConfig | None
+    images: np.ndarray = field(repr=False)
+    annotation: np.ndarray = field(repr=False)
+    recent: np.ndarray | None = field(repr=False)
+    seconds: float
+    slice_index: int | None
+    min_region_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class SaveModel(Request):
+    """Write a loaded model as a new model folder ``folder``; the result is its path."""
+
+    model: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class ExportPackage(Request):
+    """Write a model as a new bioimage.io package ``path`` (.zip); the result is its path."""
+
+    model: str
+    path: str
+
+
 # Results -------------------------------------------------------------------------------
 
 
@@ -118,6 +212,72 @@ class ModelInfo:
     task: str
     config: dict[str, Any]
     path: str | None
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A model of the engine as the widgets hold it: how the engine knows it (``id``),
+    what loads it again in a new engine (``source``: its folder or ``builtin:NAME``),
+    its task and config, and the folder it was saved to by the user (``path``)."""
+
+    id: str
+    source: str
+    task: Task
+    config: JsonConfig
+    path: Path | None
+
+    @classmethod
+    def of(cls, info: ModelInfo, *, saved: bool = True) -> ModelHandle:
+        """The handle of a loaded model; ``saved`` False for a model the engine wrote to
+        a scratch folder (it then has no ``path``, but still a ``source``)."""
+        task = Task(info.task)
+        config_type = SegmentationConfig if task is Task.SEGMENTATION else ClassifierConfig
+        path = Path(info.path) if saved and info.path is not None else None
+        return cls(info.id, info.source, task, config_type.from_dict(info.config), path)
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """A segmentation: the model that made it, the (Z, Y, X) uint8 mask (0 = background)
+    and the (Z, Y, X, K) float32 probabilities."""
+
+    model: ModelInfo
+    mask: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Class probabilities (N, K) of the images, the model's classes, and which images
+    the model was trained on (N,) bool."""
+
+    model: ModelInfo
+    probabilities: np.ndarray = field(repr=False)
+    class_names: tuple[str, ...]
+    seen_in_training: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A burst's outcome: the tuner that goes on, its model now, and the slice predicted
+    again (mask and probabilities as in :class:`Segmented`)."""
+
+    tuner: str
+    model: ModelInfo
+    mask: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A training run's model (its best weights, written to ``Train.save_to``) and how
+    the run ended."""
+
+    model: ModelInfo
+    state: RunState
+    best_epoch: int | None
+    seconds: float
+    stop_reason: StopReason
 
 
 # Envelopes -----------------------------------------------------------------------------

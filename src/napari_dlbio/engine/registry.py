@@ -42,6 +42,32 @@ class ModelRegistry:
         self._ids = (f"model-{n}" for n in itertools.count(1))
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._tuners: dict[str, Any] = {}
+        self._tuner_ids = (f"tuner-{n}" for n in itertools.count(1))
+
+    def keep_tuner(self, tuner: Any) -> str:
+        """Keep a fine-tuner between bursts; return its id."""
+        with self._lock:
+            tuner_id = next(self._tuner_ids)
+            self._tuners[tuner_id] = tuner
+            return tuner_id
+
+    def tuner(self, tuner_id: str) -> Any:
+        """The fine-tuner ``tuner_id``.
+
+        Raises
+        ------
+        ModelFolderError
+            When this engine has no such tuner (it was started after the tuner's).
+        """
+        with self._lock:
+            tuner = self._tuners.get(tuner_id)
+        if tuner is None:
+            raise ModelFolderError(
+                "the fine-tuned network lived in an engine that stopped; the next burst "
+                "starts again from the chosen model"
+            )
+        return tuner
 
     def load(self, source: str) -> LoadedModel:
         """The model of ``source``, loaded now if it is not in memory or its files changed.
@@ -68,6 +94,18 @@ class ModelRegistry:
                 self._by_source[source] = loaded
                 self._by_id[loaded.id] = loaded
                 return loaded
+
+    def add(self, source: str, folder: Any) -> LoadedModel:
+        """Keep ``folder``, a model this engine made and wrote to ``source``, under a new id
+        (a model loaded from ``source`` before is replaced)."""
+        with self._lock:
+            old = self._by_source.get(source)
+            if old is not None:
+                del self._by_id[old.id]
+            loaded = LoadedModel(next(self._ids), source, self._stamp(source), folder)
+            self._by_source[source] = loaded
+            self._by_id[loaded.id] = loaded
+            return loaded
 
     def get(self, model: str) -> LoadedModel:
         """The model with id ``model``, or the model of the source ``model`` (loaded now
