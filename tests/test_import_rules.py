@@ -117,10 +117,32 @@ def test_package_reader_writer_and_samples_do_not_load_tensorflow() -> None:
     assert result.stdout.strip() == "loaded: []"
 
 
-def test_the_training_process_imports_no_napari_or_qt() -> None:
-    """The child process that trains imports this module: no GUI may come with it."""
-    module = PACKAGE / "_widgets" / "_training_job.py"
-    assert _violations([module], GUI | TENSORFLOW) == []
+def _imports_the_models_package(file: Path) -> bool:
+    """Whether ``file`` imports napari_dlbio.models (or a module of it), lazily or not."""
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            module = node.module or ""
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        if any(name == "napari_dlbio.models" or name.startswith("napari_dlbio.models.")
+               for name in names):  # fmt: skip
+            return True
+    return False
+
+
+def test_napari_s_side_never_uses_the_models_package() -> None:
+    """Widgets and napari adapters reach models through the engine only, so napari's
+    process never imports TensorFlow (DESIGN.md)."""
+    adapters = [
+        PACKAGE / name
+        for name in ("_reader.py", "_writer.py", "_sample_data.py", "_object_layers.py")
+    ]
+    napari_side = [*_modules(PACKAGE / "_widgets"), *adapters, PACKAGE / "_layers.py"]
+    assert len(napari_side) > 20
+    assert [f.name for f in napari_side if _imports_the_models_package(f)] == []
+    assert _violations(_modules(PACKAGE / "_widgets"), TENSORFLOW) == []
 
 
 def test_the_engine_never_imports_napari_or_qt() -> None:

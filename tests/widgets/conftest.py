@@ -74,10 +74,12 @@ def finish(wait_until: Callable[[Callable[[], Any]], None]) -> Callable[[Any], N
 
 
 @pytest.fixture(scope="session")
-def tiny_unet() -> Any:
-    """A tiny U-Net trained for a few steps on the ISBI sample, through the engine directly."""
+def tiny_unet(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The handle of a tiny U-Net trained for a few steps on the ISBI sample by an engine
+    of its own and saved to a folder, so this process never loads TensorFlow."""
+    from napari_dlbio.core.config import Task
     from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
-    from napari_dlbio.models.segmentation import train_segmentation
+    from napari_dlbio.engine.protocol import Train
 
     (image, _, _), (annotation, _, _) = make_isbi_sample()
     config = SegmentationConfig(
@@ -89,4 +91,24 @@ def tiny_unet() -> Any:
         tile_size=128,
         tile_overlap=16,
     )
-    return train_segmentation(image, annotation, config).model
+    folder = tmp_path_factory.mktemp("tiny-unet") / "model"
+    return trained_in_engine(Train(Task.SEGMENTATION, image, annotation, config, str(folder)))
+
+
+@pytest.fixture(name="trained_in_engine")
+def trained_in_engine_fixture() -> Callable[[Any], Any]:
+    """:func:`trained_in_engine`, for a test."""
+    return trained_in_engine
+
+
+def trained_in_engine(request: Any) -> Any:
+    """The handle of the model a Train request gives in an engine of its own (closed
+    afterwards; the model is in the request's folder)."""
+    from napari_dlbio.engine.local import LocalEngine
+    from napari_dlbio.engine.protocol import ModelHandle
+
+    engine = LocalEngine()
+    try:
+        return ModelHandle.of(engine.call(request).model)
+    finally:
+        engine.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_dlbio._widgets._jobs import Reference, evaluate
-from napari_dlbio._widgets._training_job import apply_changes
+from napari_dlbio.core.config import apply_changes
 from napari_dlbio.core.errors import ConfigError, InputDataError
 from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig
 

@@ -147,11 +147,10 @@ def test_a_grey_model_refuses_a_colour_photo(
 
 
 def test_a_model_loaded_for_another_task_keeps_the_current_one(
-    viewer, isbi, leaves, tiny_unet, tmp_path, finish
+    viewer, isbi, leaves, tiny_unet, tmp_path, finish, trained_in_engine
 ) -> None:
     from napari_dlbio.core.classifier_config import ClassifierConfig
-    from napari_dlbio.models.classification import train_classifier
-    from napari_dlbio.models.store import save_model_folder
+    from napari_dlbio.engine.protocol import Train
 
     session = session_for(viewer)
     session.add(tiny_unet, "trained, not saved")
@@ -165,8 +164,9 @@ def test_a_model_loaded_for_another_task_keeps_the_current_one(
         stem_stride=1,
         epochs=1,
     )
-    classifier = train_classifier(np.asarray(leaves.data), indices, config).model
-    folder = save_model_folder(tmp_path / "leaf model", classifier.model, classifier.task, config)
+    folder = tmp_path / "leaf model"
+    images = np.asarray(leaves.data)
+    trained_in_engine(Train(Task.CLASSIFICATION, images, indices, config, str(folder)))
 
     widget = PredictWidget(viewer)
     widget.image_combo.select(leaves)
@@ -237,8 +237,9 @@ def test_train_stop_train_predict_export_create_loses_nothing(
 
     assert data.create_annotation() is annotation
     np.testing.assert_array_equal(annotation.data, strokes)
-    assert {id(model) for model in session.models()} == {id(first), id(stopped)}
+    # The same two models (the exported one now listed with its folder: a new handle).
+    assert sorted(model.id for model in session.models()) == sorted([first.id, stopped.id])
     # The stopped run is one click away.
     train.model_picker.setCurrentIndex(0)
     train.model_picker.activated.emit(0)
-    assert session.current(Task.SEGMENTATION) is stopped
+    assert session.current(Task.SEGMENTATION).id == stopped.id

@@ -135,6 +135,6 @@ def test_the_model_field_takes_a_folder_or_a_bioimageio_package(viewer, monkeypa
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *_: "/data/model"))
     widget.model_folder.package_button.click()
     assert asked == [PACKAGE_FILTER]
-    assert widget._model_source().folder == Path("/data/em.zip")
+    assert widget._model_source() == str(Path("/data/em.zip").resolve())
     widget.model_folder.browse_button.click()
-    assert widget._model_source().folder == Path("/data/model")
+    assert widget._model_source() == str(Path("/data/model").resolve())

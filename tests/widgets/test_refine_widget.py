@@ -10,6 +10,7 @@ from napari.layers import Layer
 from skimage.measure import label
 
 from napari_dlbio._layers import Placement, prediction_layers
+from napari_dlbio._widgets._burst_settings import BURST_SECONDS
 from napari_dlbio._widgets._common import current_index
 from napari_dlbio._widgets._model_choices import CURRENT_MODEL, NEW_NETWORK
 from napari_dlbio._widgets.refine_widget import WHOLE_STACK, RefineWidget
@@ -155,10 +156,8 @@ def _scribbles(viewer, isbi):
 def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     viewer, isbi, finish, shown_errors
 ) -> None:
-    from napari_dlbio.models.interactive import DEFAULT_BURST_SECONDS
-
     widget, annotation = _scribbles(viewer, isbi)
-    assert widget.burst.seconds_spin.value() == DEFAULT_BURST_SECONDS
+    assert widget.burst.seconds_spin.value() == BURST_SECONDS  # = the engine's, tests/engine
     widget.burst.seconds_spin.setValue(2.0)
     widget.fine_tune_button.click()
     assert not widget.fine_tune_button.isEnabled()
@@ -189,7 +188,7 @@ def test_bursts_on_scribbles_show_a_mask_and_keep_the_network(
     np.testing.assert_array_equal(widget.slot.reviewed[0], seen)
     finish(widget)
     assert widget.job.state is RunState.DONE
-    assert widget.slot.tuner is tuner  # the compiled network was kept
+    assert widget.slot.tuner == tuner  # the compiled network was kept (the same engine tuner)
     assert widget.session.current(Task.SEGMENTATION) is not first_model
     tuned = widget.session.current(Task.SEGMENTATION)
     assert tuned.config.min_region_pixels == 60  # kept with the model

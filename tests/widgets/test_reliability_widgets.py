@@ -1,17 +1,15 @@
 """Jobs that fail part-way: the user's layers stay as they were and the widget recovers.
 
-Training runs in a child process, which is killed as the system would kill it for lack of
-memory; the other engine functions are replaced by ones that fail part-way (after the
-viewer exists, as the plugin loads TensorFlow).  Each test waits on the real worker thread,
-then checks what a user sees: an error notification, buttons enabled again, the same
-layers with the same data, and no file or partial file on disk.
+Training runs in the engine process, which is killed as the system would kill it for lack
+of memory; elsewhere the session's engine is replaced by one whose job fails part-way.
+Each test waits on the real worker thread, then checks what a user sees: an error
+notification, buttons enabled again, the same layers with the same data, and no file or
+partial file on disk.
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
-import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -26,6 +24,8 @@ from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
 from napari_dlbio._widgets.train_widget import TrainWidget
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState, TileDone
+from napari_dlbio.core.segmentation_config import SegmentationConfig
+from napari_dlbio.engine.protocol import ModelHandle, Ping
 
 pytestmark = pytest.mark.gui
 
@@ -44,30 +44,34 @@ def _state(viewer) -> list[tuple[str, bytes]]:
     return [(layer.name, np.asarray(layer.data).tobytes()) for layer in viewer.layers]
 
 
-def _engine(viewer, name: str):
-    """The model module ``name``, imported now that the viewer exists."""
-    assert viewer is not None
-    return importlib.import_module(f"napari_dlbio.models.{name}")
+def _handle() -> ModelHandle:
+    """A segmentation model's handle (the engines below never load it)."""
+    return ModelHandle("model-1", "/models/em", Task.SEGMENTATION, SegmentationConfig(), None)
 
 
-def _fake_model():
-    from napari_dlbio.core.segmentation_config import SegmentationConfig
-    from napari_dlbio.models.store import ModelFolder
+def _failing_engine(monkeypatch, viewer, error: BaseException) -> None:
+    """Make the session's engine run every job one step, then fail with ``error``."""
 
-    class DiskFullModel:
-        def save(self, path):
-            Path(path).write_bytes(b"PK half a model")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    def run(request, *, feed=None, cancel=None):
+        yield TileDone(1, 10)
+        raise error
 
-    return ModelFolder(model=DiskFullModel(), task=Task.SEGMENTATION, config=SegmentationConfig())
+    monkeypatch.setattr(session_for(viewer).engine, "run", run)
 
 
-def test_a_training_process_killed_midway_changes_nothing(
-    viewer, isbi, wait_until, finish, shown_errors
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def test_an_engine_killed_midway_through_training_changes_nothing(
+    viewer, isbi, tiny_unet, wait_until, finish, shown_errors
 ) -> None:
-    """What the system's out-of-memory killer does to a training that grows too large."""
+    """What the system's out-of-memory killer does to a training that grows too large:
+    the layers and a saved model stay as they were, and the next request starts a new
+    engine."""
     image, annotation = isbi
     before = _state(viewer)
+    saved_before = _files(tiny_unet.path)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image_combo.select(image)
@@ -76,19 +80,30 @@ def test_a_training_process_killed_midway_changes_nothing(
         widget.segmentation_form.set_value(key, value)
 
     widget.train_button.click()
-    wait_until(lambda: len(widget.plot.series["loss"]) >= 1)
-    (child,) = multiprocessing.active_children()
-    os.kill(child.pid, signal.SIGKILL)
+    wait_until(lambda: len(widget.plot.series["loss"]) >= 1)  # training for real
+    engine = widget.session.engine
+    killed = engine.call(Ping()).pid
+    os.kill(killed, signal.SIGKILL)
     finish(widget)
 
     assert widget.job.state is RunState.FAILED
-    assert any("ran out of memory" in text for text in shown_errors())
+    assert any("ran out of memory" in text and "untouched" in text for text in shown_errors())
     assert widget.train_button.isEnabled()
     assert not widget.stop_button.isEnabled()
     assert widget.segmentation_form.isEnabled()
     assert "failed" in widget.status_label.text()
     assert widget.session.current(Task.SEGMENTATION) is None
     assert _state(viewer) == before
+    assert _files(tiny_unet.path) == saved_before
+
+    widget.session.add(tiny_unet, "saved before")
+    predict = PredictWidget(viewer)
+    predict.image_combo.select(image)
+    predict.predict_button.click()
+    finish(predict)
+    assert predict.job.state is RunState.DONE
+    assert f"{image.name} mask" in viewer.layers
+    assert engine.call(Ping()).pid != killed  # a new engine
 
 
 def test_a_prediction_job_that_fails_midway_adds_no_layer(
@@ -97,14 +112,8 @@ def test_a_prediction_job_that_fails_midway_adds_no_layer(
     image, _ = isbi
     before = _state(viewer)
 
-    def failing_prediction(model, images, *, cancel=None):
-        yield TileDone(1, 10)
-        raise MemoryError
-
-    monkeypatch.setattr(
-        _engine(viewer, "segmentation"), "iter_predict_segmentation", failing_prediction
-    )
-    session_for(viewer).add(_fake_model(), "test model")
+    _failing_engine(monkeypatch, viewer, MemoryError())
+    session_for(viewer).add(_handle(), "test model")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image_combo.select(image)
@@ -184,14 +193,16 @@ def test_a_refused_rename_while_exporting_a_mask_leaves_no_file(
 
 
 def test_a_failed_model_export_keeps_the_previous_model_folder(
-    viewer, tmp_path, finish, shown_errors
+    viewer, tmp_path, finish, shown_errors, monkeypatch
 ) -> None:
+    # What the engine does with the disk is tested in tests/engine/test_handlers.py.
     widget, folder = _export(viewer, tmp_path)
     previous = folder / "membrane model"
     previous.mkdir()
     (previous / "config.json").write_text('{"task": "segmentation"}')
     (previous / "model.keras").write_bytes(b"precious weights")
-    session_for(viewer).add(_fake_model(), "test model")
+    session_for(viewer).add(_handle(), "test model")
+    _failing_engine(monkeypatch, viewer, OSError(errno.ENOSPC, "No space left on device"))
 
     widget.model_path.setText(str(folder / "new model"))
     widget.model_button.click()

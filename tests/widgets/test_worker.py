@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 import time
 
@@ -11,7 +9,6 @@ import pytest
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
-from napari_dlbio._widgets._engine_warmup import warm_up_engine
 from napari_dlbio._widgets._worker import Job, error_message
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import BatchEnded, EpochEnded, Finished, RunState, TrainingStarted
@@ -158,12 +155,3 @@ def test_out_of_memory_says_what_to_do() -> None:
     assert "ran out of memory" in text
     assert "batch size" in text
     assert error_message(InputDataError("no slices"), "Predicting") == "Predicting: no slices"
-
-
-def test_warming_up_the_engine_keeps_its_objects_out_of_full_collections() -> None:
-    # A full collection that scans TensorFlow's objects held the GIL (and froze the
-    # window) for a quarter of a second in the middle of tracing a training step.
-    assert warm_up_engine().wait(timeout=120)
-    assert "tensorflow" in sys.modules
-    assert gc.get_freeze_count() > 100_000
-    assert gc.isenabled()

@@ -1,12 +1,12 @@
-"""A fresh napari session that loads TensorFlow only after its OpenGL canvas exists.
+"""A fresh napari session that trains, predicts, fine-tunes and exports without ever
+importing TensorFlow: the engine process does the deep learning.
 
-Run by ``test_tf_after_viewer.py`` in a subprocess: it opens a viewer, draws the canvas,
-docks every plugin widget (importing them must not import TensorFlow), trains a tiny U-Net,
-predicts and fine-tunes it through the widgets on the ISBI sample, then draws its canvas
-for the first time (the image, the results, canvas text, points and shapes: Mesa's LLVM
-compiles them after TensorFlow's has loaded), saves a screenshot to the path given as its
-argument and exits with code 0.  A crash (segmentation fault) or any failure gives
-another code.
+Run by ``test_tf_after_viewer.py`` in a subprocess: it opens a viewer, docks every plugin
+widget, trains a tiny U-Net, predicts, fine-tunes and exports it through the widgets on the
+ISBI sample, checks that neither TensorFlow nor Keras was imported in this process, then
+draws its canvas for the first time (the image, the results, canvas text, points and
+shapes), saves a screenshot to the path given as its argument and exits with code 0.  A
+crash (segmentation fault) or any failure gives another code.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ def main(screenshot: Path) -> int:
     docked = {
         name: viewer.window.add_plugin_dock_widget("napari-dlbio", name)[1] for name in WIDGETS
     }
-    # Docking Train / Predict starts importing TensorFlow in the background: after Mesa's
-    # LLVM has loaded, which is the order that crashed without RTLD_DEEPBIND.
     image, annotation = viewer.layers["ISBI 2012 EM"], viewer.layers["ISBI 2012 ground truth"]
 
     train = docked["Train"]
@@ -76,6 +74,17 @@ def main(screenshot: Path) -> int:
     wait_for(refine)
     if refine.job.state is not RunState.DONE:
         raise RuntimeError(f"fine-tuning ended as {refine.job.state}")
+
+    export = docked["Export"]
+    export.model_path.setText(str(screenshot.with_name("exported model")))
+    export.model_button.click()
+    wait_for(export)
+    if export.job.state is not RunState.DONE:
+        raise RuntimeError(f"exporting the model ended as {export.job.state}")
+
+    loaded = sorted(name for name in ("tensorflow", "keras") if name in sys.modules)
+    if loaded:
+        raise RuntimeError(f"napari's process imported {', '.join(loaded)}")
 
     overlay = viewer.canvas.overlays.text
     overlay.visible = True

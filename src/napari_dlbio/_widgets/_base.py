@@ -6,7 +6,6 @@ from typing import Any
 
 from qtpy.QtWidgets import QWidget
 
-from napari_dlbio._widgets._engine_warmup import warm_up_engine
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets._worker import Job
 
@@ -18,16 +17,10 @@ class JobWidget(QWidget):
     ----------
     napari_viewer
         The viewer the widget is docked in.
-    engine
-        Whether its jobs need the deep-learning engine; its import then starts in the
-        background (:func:`~napari_dlbio._widgets._engine_warmup.warm_up_engine`) while the user
-        sets up the job.
     """
 
-    def __init__(self, napari_viewer: Any, *, engine: bool = True) -> None:
+    def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.job: Job | None = None
-        if engine:
-            warm_up_engine()

@@ -25,8 +25,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_dlbio._widgets._training_job import apply_changes
-from napari_dlbio.core.config import JsonConfig
+from napari_dlbio.core.config import JsonConfig, apply_changes
 
 _NONE = "none"
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from napari_dlbio._layers import metrics_csv
+from napari_dlbio._widgets._engine import SessionEngine
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Notice, TileDone
-from napari_dlbio.core.io import atomic_file, refuse_occupied_folder
+from napari_dlbio.core.io import atomic_file
 from napari_dlbio.core.measurements import FEATURE_COLUMNS
 from napari_dlbio.core.object_files import OBJECTS_CSV, object_files
 from napari_dlbio.core.object_finder import CELLS, ObjectKind, concatenate_tables, empty_table
 from napari_dlbio.core.object_settings import BOUNDARY, OBJECT
-
-if TYPE_CHECKING:
-    from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.engine.protocol import ExportPackage, ModelHandle, SaveModel
 
 
 def export_mask(
@@ -58,32 +57,24 @@ def export_metrics(path: Path, rows: list[dict[str, Any]], *, cancel: CancelToke
     return [str(path)]
 
 
-def export_model(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
-    """Write the current model as a new model folder (an existing one is never replaced)."""
-    from napari_dlbio.models.store import save_model_folder
-
-    refuse_occupied_folder(path, "the model's files")
-    saved = save_model_folder(
-        path, model.model, model.task, model.config, model.history, model.metrics
-    )
-    model.path = saved
-    yield Notice(f"Saved the model folder {saved}.")
-    return [str(saved)]
+def export_model(
+    engine: SessionEngine, path: Path, model: ModelHandle, *, cancel: CancelToken
+) -> Job:
+    """Have the engine write a model as a new model folder (never replacing one)."""
+    request = SaveModel(model.source, str(path.resolve()))
+    return [(yield from engine.run(request, cancel=cancel))]
 
 
-def export_package(path: Path, model: ModelFolder, *, cancel: CancelToken) -> Job:
-    """Write a model as a new bioimage.io model package (``.zip``), never replacing a file.
+def export_package(
+    engine: SessionEngine, path: Path, model: ModelHandle, *, cancel: CancelToken
+) -> Job:
+    """Have the engine write a model as a new bioimage.io model package (``.zip``).
 
     The package's test image is napari-dlbio's own sample (see
-    :func:`~napari_dlbio.models.bioimageio_export.export_bioimageio`).  Only
-    ``bioimageio.spec`` is imported, not ``bioimageio.core``, which would set
-    ``KERAS_BACKEND`` to ``torch`` for every later child process (training runs in one).
+    :func:`~napari_dlbio.models.bioimageio_export.export_bioimageio`).
     """
-    from napari_dlbio.models.bioimageio_export import export_bioimageio
-
-    written = export_bioimageio(model, path)
-    yield Notice(f"Saved the bioimage.io package {written}.")
-    return [str(written)]
+    request = ExportPackage(model.source, str(path.resolve()))
+    return [(yield from engine.run(request, cancel=cancel))]
 
 
 def export_objects(

@@ -1,18 +1,17 @@
-"""The widgets' background jobs: generators that run in a worker thread, never in the GUI.
+"""The Predict widget's background jobs: generators that run in a worker thread.
 
-Each job takes configs and numpy arrays (never layers or widgets), imports the model code
-when it starts (so TensorFlow is first imported here, through ``models._tf``), yields typed
-events and returns plain results: napari layers not yet in a viewer, layer data tuples,
-table rows, a model folder.  No Qt.  Training has its own module,
-:mod:`._training_job`, as it runs in a child process.
+Each job takes configs and numpy arrays (never layers or widgets), has the engine
+(:mod:`._engine`) run the model, yields its events and turns what comes back into plain
+results off the GUI thread: napari layers not yet in a viewer, layer data tuples, table
+rows, the model's handle.  Scoring and objects are numpy and run here, in napari's process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from napari.layers import Layer
@@ -25,6 +24,7 @@ from napari_dlbio._layers import (
     metrics_rows,
     prediction_layers,
 )
+from napari_dlbio._widgets._engine import SessionEngine
 from napari_dlbio._widgets._object_jobs import (
     NOT_SCORED_NO_OBJECTS,
     FoundObjects,
@@ -33,16 +33,19 @@ from napari_dlbio._widgets._object_jobs import (
     model_kinds,
     score_objects,
 )
-from napari_dlbio._widgets._training_job import Job, ModelSource
-from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
-from napari_dlbio.core.events import CancelToken, Notice
+from napari_dlbio.core.events import CancelToken, Event, Notice
 from napari_dlbio.core.labels import classes_from_annotation
 from napari_dlbio.core.metrics import segmentation_report
 from napari_dlbio.core.object_settings import ObjectSettings, class_roles
+from napari_dlbio.engine.protocol import (
+    ExplainClass,
+    ModelHandle,
+    PredictClasses,
+    PredictSegmentation,
+)
 
-if TYPE_CHECKING:
-    from napari_dlbio.models.store import ModelFolder
+Job = Generator[Event, None, Any]
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class SegmentationOutcome:
     """A segmentation prediction as layers, with its model, (optional) evaluation and
     objects, and what its objects are cut from (None, and why, when the model gives none)."""
 
-    model: ModelFolder
+    model: ModelHandle
     layers: list[Layer]
     evaluation: Evaluation | None
     objects: FoundObjects | None = None
@@ -164,7 +167,8 @@ class SegmentationOutcome:
 
 
 def predict_segmentation(
-    source: ModelSource,
+    engine: SessionEngine,
+    model: str,
     images: Any,
     placement: Placement,
     image_name: str,
@@ -175,21 +179,19 @@ def predict_segmentation(
     *,
     cancel: CancelToken,
 ) -> Job:
-    """Predict (Z, Y, X[, C]) slices; return a SegmentationOutcome, or None if cancelled.
+    """Predict (Z, Y, X[, C]) slices with ``model`` (a source or an engine id); return a
+    SegmentationOutcome, or None if cancelled.
 
     With ``objects`` settings, the objects of every class with a role are found too (their
     sizes in ``unit``, the image's, from ``placement``'s scale).
     """
-    from napari_dlbio.models.segmentation import iter_predict_segmentation
-
-    model = yield from source.load(Task.SEGMENTATION)
-    if model is None:
-        raise InputDataError("No model yet: train one or choose a model folder.")
-    prediction = yield from iter_predict_segmentation(model, np.asarray(images), cancel=cancel)
+    request = PredictSegmentation(model, np.asarray(images))
+    prediction = yield from engine.run(request, cancel=cancel)
     if prediction is None:
         return None
-    names = list(model.config.class_names)
-    boundary = list(model.config.boundary_classes)
+    handle = ModelHandle.of(prediction.model)
+    names = list(handle.config.class_names)
+    boundary = list(handle.config.boundary_classes)
     # Built here, in the job's thread: a Labels layer of a whole stack takes a noticeable
     # fraction of a second to construct, which the GUI thread would otherwise stall on.
     layers = [
@@ -241,7 +243,7 @@ def predict_segmentation(
         except InputDataError as error:
             # The prediction is still worth showing when the chosen reference does not fit.
             yield Notice(f"The prediction was not scored: {error}")
-    return SegmentationOutcome(model, layers, evaluation, found, object_input, no_objects)
+    return SegmentationOutcome(handle, layers, evaluation, found, object_input, no_objects)
 
 
 def find_objects(source: ObjectInput, settings: ObjectSettings, *, cancel: CancelToken) -> Job:
@@ -264,14 +266,15 @@ def find_objects(source: ObjectInput, settings: ObjectSettings, *, cancel: Cance
 class ClassificationOutcome:
     """Per-image predictions of a leaf stack as table rows."""
 
-    model: ModelFolder
+    model: ModelHandle
     rows: list[dict[str, Any]]
     probabilities: np.ndarray
     class_names: list[str]
 
 
 def predict_classes(
-    source: ModelSource,
+    engine: SessionEngine,
+    model: str,
     images: Any,
     first_index: int,
     true_classes: np.ndarray | None,
@@ -285,24 +288,22 @@ def predict_classes(
     ``metadata``; the photos the reader resized are read again from their files.
     """
     from napari_dlbio.core.io import reread_resized_photos
-    from napari_dlbio.models.classification import iter_predict_classifier
 
-    model = yield from source.load(Task.CLASSIFICATION)
-    if model is None:
-        raise InputDataError("No classifier yet: train one or choose a model folder.")
     photos = reread_resized_photos(np.asarray(images), metadata, first_index)
-    prediction = yield from iter_predict_classifier(model, photos, cancel=cancel)
+    prediction = yield from engine.run(PredictClasses(model, photos), cancel=cancel)
     if prediction is None:
         return None
     names = list(prediction.class_names)
     rows = classification_rows(
         prediction.probabilities, names, true_classes, first_index, prediction.seen_in_training
     )
-    return ClassificationOutcome(model, rows, np.asarray(prediction.probabilities), names)
+    probabilities = np.asarray(prediction.probabilities)
+    return ClassificationOutcome(ModelHandle.of(prediction.model), rows, probabilities, names)
 
 
 def explain(
-    source: ModelSource,
+    engine: SessionEngine,
+    model: str,
     image: np.ndarray,
     placement: Placement,
     image_name: str,
@@ -311,10 +312,5 @@ def explain(
     cancel: CancelToken,
 ) -> Job:
     """Grad-CAM of one image for its predicted class, as an Image layer data tuple."""
-    from napari_dlbio.models.gradcam import grad_cam
-
-    model = yield from source.load(Task.CLASSIFICATION)
-    if model is None:
-        raise InputDataError("No classifier yet: train one or choose a model folder.")
-    heatmap = grad_cam(model, np.asarray(image))
+    heatmap = yield from engine.run(ExplainClass(model, np.asarray(image)), cancel=cancel)
     return gradcam_layer(heatmap, placement, image_name, index)

@@ -4,7 +4,7 @@ the built-in models ("built-in em-membranes")."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
@@ -12,9 +12,7 @@ from napari_dlbio._widgets._common import connect_while_alive
 from napari_dlbio._widgets._session import Session
 from napari_dlbio.core.builtin_models import BUILTIN_PREFIX, BuiltinModel, builtin_models
 from napari_dlbio.core.config import Task
-
-if TYPE_CHECKING:
-    from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.engine.protocol import ModelHandle
 
 NEW_NETWORK, CURRENT_MODEL, MODEL_FOLDER = "a new network", "the current model", "a model folder"
 CHOICE_PREFIX = "built-in "
@@ -77,7 +75,7 @@ class StartPicker(QComboBox):
         connect_while_alive(session.models_changed, self.refresh, self)
         self.refresh()
 
-    def start(self) -> tuple[ModelFolder | None, BuiltinModel | None]:
+    def start(self) -> tuple[ModelHandle | None, BuiltinModel | None]:
         """The chosen session model or built-in model (both ``None``: a new network)."""
         choice = self.currentText()
         model = self._session.current(Task.SEGMENTATION) if choice == CURRENT_MODEL else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QWidget
@@ -10,9 +10,7 @@ from qtpy.QtWidgets import QComboBox, QWidget
 from napari_dlbio._widgets._common import connect_while_alive
 from napari_dlbio._widgets._session import Session
 from napari_dlbio.core.config import Task
-
-if TYPE_CHECKING:
-    from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.engine.protocol import ModelHandle
 
 NO_MODEL = "none yet: train one, or load a model folder"
 
@@ -33,7 +31,7 @@ class ModelPicker(QComboBox):
         super().__init__(parent)
         self._session = session
         self._task = task
-        self._models: list[ModelFolder] = []
+        self._models: list[ModelHandle] = []
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(20)
         self.activated.connect(self._chosen)
@@ -46,7 +44,7 @@ class ModelPicker(QComboBox):
             self._task = task
             self.refresh()
 
-    def model(self) -> ModelFolder | None:
+    def model(self) -> ModelHandle | None:
         """The chosen model, or ``None`` when the session has none for the task."""
         index = self.currentIndex()
         return self._models[index] if 0 <= index < len(self._models) else None
@@ -57,14 +55,14 @@ class ModelPicker(QComboBox):
         self._models = self._session.models(self._task)
         if self._task is not None:
             chosen = self._session.current(self._task)
-        elif not any(model is chosen for model in self._models):
+        elif not any(model == chosen for model in self._models):
             chosen = self._models[0] if self._models else None
         self.blockSignals(True)
         self.clear()
         self.addItems([self._session.label(model) for model in self._models] or [NO_MODEL])
         for index, model in enumerate(self._models):
             self.setItemData(index, self._session.label(model), Qt.ItemDataRole.ToolTipRole)
-            if model is chosen:
+            if model == chosen:
                 self.setCurrentIndex(index)
         self.setEnabled(bool(self._models))
         self.setToolTip(self.currentText())

@@ -1,8 +1,9 @@
 """The Correct & fine-tune widget's burst job and its numpy helpers (no Qt).
 
-A burst trains the widget's :class:`~napari_dlbio.models.interactive.FineTuner` for a few
-seconds and re-predicts the slice the user looks at; :class:`TunerSlot` keeps what lives on
-between bursts, and a helper finds where the model is least sure.  Accepting and scoring a
+A burst has the engine train its fine-tuner (:class:`~napari_dlbio.engine.protocol.Burst`)
+for a few seconds and re-predict the slice the user looks at; :class:`TunerSlot` keeps what
+lives on between bursts here (the tuner's id, its model's handle), and a helper finds where
+the model is least sure.  Accepting and scoring a
 prediction against the annotation is in :mod:`._agreement`.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
@@ -23,8 +23,8 @@ from napari_dlbio._layers import (
 )
 from napari_dlbio._widgets._agreement import aligned
 from napari_dlbio._widgets._common import annotation_class_names, image_data, placement_of
+from napari_dlbio._widgets._engine import SessionEngine
 from napari_dlbio._widgets._jobs import Job
-from napari_dlbio._widgets._training_job import ModelSource
 from napari_dlbio.core.builtin_models import BuiltinModel
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
@@ -35,90 +35,74 @@ from napari_dlbio.core.labels import (
 )
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.core.uncertainty import most_uncertain_region
-
-if TYPE_CHECKING:
-    from napari_dlbio.models.interactive import FineTuner
-    from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.engine.protocol import Burst, ModelHandle, Tuned
 
 
 @dataclass(frozen=True)
 class BurstRequest:
-    """What one burst needs.
+    """What one burst needs: the engine's request, and where its layers go.
 
     Attributes
     ----------
-    images
-        The image layer's data, not copied (the tuner keeps it normalised between bursts).
-    annotation
-        A snapshot of the annotation (0 = not annotated, k + 1 = class k).
-    recent
-        Pixels painted since the last burst, or ``None``.
-    reviewed
-        Slice -> the predicted mask the user corrected there; the burst takes the
-        unpainted pixels of these slices as right (see
+    burst
+        The request; its annotation is the snapshot taken now with the reviewed slices'
+        unpainted pixels taken as right (see
         :func:`~napari_dlbio.core.labels.with_reviewed_slices`).
-    seconds
-        Length of the burst.
-    config
-        Settings of a new tuner: a new network's, or the training settings for ``start``
-        (``None``: the start model's own).
-    start
-        The model a new tuner starts from: the session's, or a built-in model loaded by
-        the burst; ``ModelSource()`` starts from scratch.
-    slice_index
-        The slice to re-predict; ``None`` for a 2D image.
+    annotation
+        The snapshot of the annotation (0 = not annotated, k + 1 = class k).
+    reviewed
+        Slice -> the predicted mask the user corrected there, whose unpainted pixels the
+        burst takes as right.
     placement, image_name
         Where the image lies and its name, for the result layers.
-    min_region_pixels
-        Smallest region the re-predicted mask keeps, from now on the tuner's setting.
     """
 
-    images: Any
+    burst: Burst
     annotation: np.ndarray
-    recent: np.ndarray | None
     reviewed: dict[int, np.ndarray]
-    seconds: float
-    config: SegmentationConfig | None
-    start: ModelSource
-    slice_index: int | None
     placement: Placement
     image_name: str
-    min_region_pixels: int = 0
+
+    @property
+    def seconds(self) -> float:
+        """Length of the burst."""
+        return self.burst.seconds
 
 
 @dataclass(frozen=True)
 class Published:
     """A burst's model for the session: how it came to be, and the row it replaces."""
 
-    model: ModelFolder
+    model: ModelHandle
     how: str
-    replacing: ModelFolder | None
+    replacing: ModelHandle | None
 
 
 @dataclass
 class TunerSlot:
-    """What lives on between bursts: the tuner (a job fills it once the network is built),
-    the model it stands for, the annotation as it was at the last burst and the predicted
-    masks of the slices the user corrected."""
+    """What lives on between bursts: the engine's tuner (a burst fills its id), the model
+    it stands for, the annotation as it was at the last burst and the predicted masks of
+    the slices the user corrected."""
 
-    tuner: FineTuner | None = None
-    tuned_from: ModelFolder | None = None
+    tuner: str | None = None
+    tuned_from: ModelHandle | None = None
+    tuned: ModelHandle | None = None  # the tuner's model after its last burst
     baseline: tuple[int, np.ndarray] | None = None
-    images: Any = None  # the tuner caches images by id(): keep that id taken
     reviewed: dict[int, np.ndarray] = field(default_factory=dict)
     bursts: int = 0  # of the tuner that published last
-    _last_published: ModelFolder | None = None
+    _last_published: ModelHandle | None = None
 
     def request(
         self,
         image: Image,
         annotation: Labels,
-        model: ModelFolder | None,
+        model: ModelHandle | None,
         config: SegmentationConfig | None,
         seconds: float,
         slice_index: int | None,
         prediction: Labels | None = None,
         builtin: BuiltinModel | None = None,
+        min_region_pixels: int = 0,
     ) -> BurstRequest:
         """The next burst's request; ``model`` is the session's current model.
 
@@ -134,17 +118,17 @@ class TunerSlot:
         snapshot = np.array(annotation.data, dtype=np.uint8, copy=True)
         if model is not None and model.task is not Task.SEGMENTATION:
             model = None
-        if self.tuner is not None and model is not None and model is not self.tuned_from:
+        if self.tuner is not None and model is not None and model != self.tuned_from:
             self.tuner = None  # another model was trained or loaded: start from it
-        start = ModelSource(model=model)
-        if self.tuner is not None:
-            config, start = self.tuner.config, ModelSource()
-            n_classes = config.n_classes
+        start = None if model is None else model.source
+        if self.tuner is not None and self.tuned is not None:
+            config, start = None, None
+            n_classes = self.tuned.config.n_classes
         elif model is not None:
             config = config or model.config
             n_classes = model.config.n_classes
         elif builtin is not None:
-            start = ModelSource(folder=builtin.reference)
+            start = builtin.reference
             n_classes = len(builtin.classes)
         else:
             names = annotation_class_names(annotation) or default_names(snapshot)
@@ -164,24 +148,24 @@ class TunerSlot:
             self.reviewed = {}  # another annotation layer: its slices were not reviewed
         if recent is not None and prediction is not None:
             self._review(recent, prediction, annotation)
-        self.images = images
-        where, name = placement_of(image), image.name
-        return BurstRequest(
-            images,
-            snapshot,
-            recent,
-            {} if prediction is None else dict(self.reviewed),
-            seconds,
-            config,
-            start,
-            slice_index,
-            where,
-            name,
+        reviewed = {} if prediction is None else self.reviewed
+        burst = Burst(
+            tuner=self.tuner,
+            start=start,
+            config=config,
+            images=np.asarray(images),
+            annotation=with_reviewed_slices(snapshot, reviewed),
+            recent=recent,
+            seconds=seconds,
+            slice_index=slice_index,
+            min_region_pixels=min_region_pixels,
         )
+        return BurstRequest(burst, snapshot, dict(reviewed), placement_of(image), image.name)
 
     def restart(self) -> None:
         """Drop the tuner: the next burst starts a new one from the chosen start."""
         self.tuner = None
+        self.tuned = None
         self.tuned_from = None
 
     def _review(self, recent: np.ndarray, prediction: Labels, annotation: Labels) -> None:
@@ -199,11 +183,11 @@ class TunerSlot:
         """After a finished burst: the model to share; ``snapshot`` becomes the baseline."""
         self.baseline = (id(annotation), snapshot)
         previous = self.tuned_from
-        self.tuned_from = None if self.tuner is None else self.tuner.model
+        self.tuned_from = None if self.tuner is None else self.tuned
         if self.tuned_from is None:
             return None
         # One row per tuner in the session's models: its later bursts replace the row.
-        same_tuner = previous is not None and previous is self._last_published
+        same_tuner = previous is not None and previous == self._last_published
         replacing = self._last_published if same_tuner else None
         self.bursts = self.bursts + 1 if same_tuner else 1
         self._last_published = self.tuned_from
@@ -211,34 +195,18 @@ class TunerSlot:
         return Published(self.tuned_from, how, replacing)
 
 
-def fine_tune_burst(request: BurstRequest, slot: TunerSlot, *, cancel: CancelToken) -> Job:
-    """Train for a burst, then re-predict the slice; return its layers (none if stopped)."""
-    from napari_dlbio.models.interactive import FineTuner
-    from napari_dlbio.models.segmentation import iter_predict_segmentation
-
-    if slot.tuner is None:
-        start = yield from request.start.load(Task.SEGMENTATION)
-        config = request.config or start.config
-        slot.tuner = FineTuner(config, start)
-    tuner = slot.tuner
-    tuner.config = tuner.config.replace(min_region_pixels=request.min_region_pixels)
-    model = yield from tuner.iter_burst(
-        request.images,
-        with_reviewed_slices(request.annotation, request.reviewed),
-        seconds=request.seconds,
-        recent=request.recent,
-        cancel=cancel,
-    )
-    if cancel.cancelled:
+def fine_tune_burst(
+    engine: SessionEngine, request: BurstRequest, slot: TunerSlot, *, cancel: CancelToken
+) -> Job:
+    """Have the engine train for a burst and re-predict the slice; return the slice's
+    layers (none if stopped)."""
+    tuned: Tuned | None = yield from engine.run(request.burst, cancel=cancel)
+    if tuned is None:
         return []
-    index = request.slice_index
-    images = request.images if index is None else request.images[index : index + 1]
-    prediction = yield from iter_predict_segmentation(model, np.asarray(images), cancel=cancel)
-    if prediction is None:
-        return []
-    names = list(tuner.config.class_names)
-    where, name = request.placement, request.image_name
-    data = prediction_layers(prediction.mask, prediction.probabilities, names, where, name, index)
+    slot.tuner, slot.tuned = tuned.tuner, ModelHandle.of(tuned.model)
+    names = list(slot.tuned.config.class_names)
+    where, name, index = request.placement, request.image_name, request.burst.slice_index
+    data = prediction_layers(tuned.mask, tuned.probabilities, names, where, name, index)
     # Built here, off the GUI thread, like the Predict widget's layers.
     return [Layer.create(array, dict(meta), kind) for array, meta, kind in data]
 

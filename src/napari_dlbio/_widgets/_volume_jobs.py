@@ -1,8 +1,8 @@
 """The whole-stack prediction of a lazy volume: slice by slice into zarr stores on disk.
 
 A job as in :mod:`._jobs` (arrays and configs in, typed events out, no Qt): a volume read
-lazily (a dask array) is predicted one slice at a time
-(:func:`~napari_dlbio.models.segmentation.iter_predict_slices`), and each slice's mask and
+lazily (a dask array) is fed to the engine one slice at a time (its
+:class:`~napari_dlbio.engine.protocol.PredictSlices` request), and each slice's mask and
 probabilities are written to their stores as soon as it is done, so neither the volume nor
 its result is ever whole in memory.  Stopped or failed, no store is left behind
 (:func:`~napari_dlbio.core.zarr_output.open_zarr_output` removes a partial one); done, the
@@ -15,20 +15,19 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from napari.layers import Layer
 
 from napari_dlbio._layers import Placement, prediction_layers
-from napari_dlbio._widgets._training_job import Job, ModelSource
+from napari_dlbio._widgets._engine import SessionEngine
+from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import CancelToken, Finished, RunState, SlicePredicted
 from napari_dlbio.core.masks import mask_from_probabilities
-
-if TYPE_CHECKING:
-    from napari_dlbio.models.store import ModelFolder
+from napari_dlbio.engine.protocol import ArrayFeed, LoadModel, ModelHandle, PredictSlices
 
 #: Metadata key of a result layer read from a store: the store's path.
 STORE_KEY = "store"
@@ -66,7 +65,7 @@ class VolumeOutput:
 class VolumeOutcome:
     """A lazy volume's prediction: its model, the stores written and their lazy layers."""
 
-    model: ModelFolder
+    model: ModelHandle
     output: VolumeOutput
     layers: list[Layer]
 
@@ -81,7 +80,8 @@ class _Stopped(Exception):
 
 
 def predict_volume(
-    source: ModelSource,
+    engine: SessionEngine,
+    model: str,
     images: Any,
     output: VolumeOutput,
     placement: Placement,
@@ -93,8 +93,10 @@ def predict_volume(
 
     Parameters
     ----------
-    source
-        The segmentation model.
+    engine
+        The session's engine, which predicts the slices fed to it.
+    model
+        The segmentation model: a source or an engine id.
     images
         The volume, read one slice at a time (a dask array, or any array-like).
     output
@@ -110,14 +112,13 @@ def predict_volume(
         None when cancelled (no store is kept).
     """
     from napari_dlbio.core.zarr_output import open_zarr_output
-    from napari_dlbio.models.segmentation import iter_predict_slices
 
-    model = yield from source.load(Task.SEGMENTATION)
-    if model is None:
-        raise InputDataError("No model yet: train one or choose a model folder.")
-    names = list(model.config.class_names)
-    boundary = list(model.config.boundary_classes)
-    min_pixels = model.config.min_region_pixels
+    handle = ModelHandle.of((yield from engine.run(LoadModel(model), cancel=cancel)))
+    if handle.task is not Task.SEGMENTATION:
+        raise InputDataError("A whole volume is predicted with a segmentation model.")
+    names = list(handle.config.class_names)
+    boundary = list(handle.config.boundary_classes)
+    min_pixels = handle.config.min_region_pixels
     shape = tuple(int(n) for n in images.shape[:3])
     where = {"shape": shape, "scale": placement.for_slices().scale, "units": output.units}
     origin = {"class_names": names, "source": image_name}
@@ -143,7 +144,11 @@ def predict_volume(
                         **where,
                     )
                 )
-            for event in iter_predict_slices(model, images, cancel=cancel):
+            stack = (*shape, int(images.shape[3]) if len(images.shape) == 4 else 1)
+            feed = ArrayFeed(stack, np.dtype(images.dtype).str)
+            planes = (np.asarray(images[z]).reshape(stack[1:]) for z in range(shape[0]))
+            request = PredictSlices(handle.id, feed)
+            for event in engine.run(request, feed=planes, cancel=cancel):
                 if isinstance(event, SlicePredicted):
                     mask = mask_from_probabilities(event.probabilities, min_pixels)
                     masks.write(event.index, mask)
@@ -160,7 +165,7 @@ def predict_volume(
     # Finished once the stores are complete and in place.
     yield Finished(RunState.DONE)
     layers = stored_layers(output, names, boundary, placement, image_name)
-    return VolumeOutcome(model, output, layers)
+    return VolumeOutcome(handle, output, layers)
 
 
 def stored_layers(

@@ -277,11 +277,12 @@ class _Returned:
 def _relayed(
     function: JobFunction, args: tuple[Any, ...], cancel: CancelToken
 ) -> Generator[Event, None, Any]:
-    """Run the job in a fresh Python thread and relay its events from the Qt pool thread.
+    """Run the job in a Python thread of its own and relay its events from the Qt pool thread.
 
-    TensorFlow's pybind11 bindings crashed (or hung) taking the GIL with a stale thread
-    state when a job ran directly in a Qt pool thread that an earlier job had used; a
-    thread started by ``threading`` has a thread state of its own.  Exceptions become a
+    An abort from napari's activity dock ends the Qt worker at once, but superqt then
+    leaves the generator it was iterating unclosed: here the job's own thread goes on to
+    its end through the cancel token (an engine job sends the engine its Cancel), so no
+    engine job outlives its widget's knowledge of it.  Exceptions become a
     :class:`JobFailed` event, so the worker always reaches ``finished`` (superqt skips
     ``finished`` for a RuntimeError).
     """
@@ -316,5 +317,5 @@ def _relayed(
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, MemoryError):
         return True
-    # TensorFlow's ResourceExhaustedError, recognised without importing TensorFlow here.
+    # TensorFlow's ResourceExhaustedError, by name: the engine reports it as a MemoryError.
     return any(cls.__name__ == "ResourceExhaustedError" for cls in type(error).__mro__)

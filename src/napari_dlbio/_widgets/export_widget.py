@@ -4,6 +4,7 @@ package)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class ExportWidget(JobWidget):
     """Write results to new files; nothing existing is ever overwritten."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__(napari_viewer, engine=False)
+        super().__init__(napari_viewer)
         self.mask_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(PREDICTION))
         self.format_combo = QComboBox()
         self.format_combo.addItems([TIFF, PNGS])
@@ -202,7 +203,13 @@ class ExportWidget(JobWidget):
         path = self._path(self.model_path, model)
         if path is None:
             return None
-        return self._start(export_model, path, model)
+        return self._start(
+            export_model,
+            self.session.engine,
+            path,
+            model,
+            on_result=lambda written: self.session.saved(model, Path(written[0])),
+        )
 
     def export_package(self) -> Job | None:
         """Write the chosen model of the session as a bioimage.io model package (.zip)."""
@@ -215,7 +222,7 @@ class ExportWidget(JobWidget):
             return None
         shown = f'"{path}"' if " " in str(path) else str(path)
         done = f"Saved {path}. Check it with bioimage.io's own test: bioimageio test {shown}"
-        return self._start(export_package, path, model, done=done)
+        return self._start(export_package, self.session.engine, path, model, done=done)
 
     def _path(self, edit: PathEdit, subject: object | None) -> Path | None:
         if subject is None:
@@ -226,9 +233,17 @@ class ExportWidget(JobWidget):
             return None
         return Path(edit.text()).expanduser()
 
-    def _start(self, function: JobFunction, *args: Any, done: str = "Saved.") -> Job:
+    def _start(
+        self,
+        function: JobFunction,
+        *args: Any,
+        done: str = "Saved.",
+        on_result: Callable[[Any], None] | None = None,
+    ) -> Job:
         self._done_text = done
-        self.job = Job(function, *args, description="Exporting", on_done=self._on_done)
+        self.job = Job(
+            function, *args, description="Exporting", on_result=on_result, on_done=self._on_done
+        )
         for button in self.buttons:
             button.setEnabled(False)
         self.status_label.setText("Writing...")
@@ -242,7 +257,6 @@ class ExportWidget(JobWidget):
             RunState.FAILED: "Not saved; see the notification.",
         }
         self.status_label.setText(texts.get(state, state.value))
-        self.session.saved()  # a saved model is listed with its folder
 
 
 def same_image_objects(viewer: Any, chosen: Labels) -> list[Labels]:

@@ -36,7 +36,6 @@ from napari_dlbio._widgets._common import (
 )
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
-    ModelSource,
     SegmentationOutcome,
     explain,
     predict_classes,
@@ -60,6 +59,7 @@ from napari_dlbio.core.builtin_models import builtin_name
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import RunState
+from napari_dlbio.engine.protocol import ModelHandle
 
 CURRENT_SLICE, SLICE_RANGE, WHOLE_STACK = (scope.value for scope in Scope)
 CLASS_COLUMNS = ("image", "predicted", "probability", "true", "trained on")
@@ -155,20 +155,21 @@ class PredictWidget(JobWidget):
         self._set_running(True)
         return self.job.start()
 
-    def _job_of(self, image: Image, source: ModelSource) -> tuple[JobFunction, tuple, Any]:
+    def _job_of(self, image: Image, source: str) -> tuple[JobFunction, tuple, Any]:
         """The job predicting the chosen slices of ``image``, its arguments, its result's show."""
         data, chosen = self.scope_form.selection(image)
+        engine = self.session.engine
         classes = class_stack_metadata(image)
         if classes is None and self.scope_form.writes_to_disk():
             output = self.scope_form.volume_output(image)
-            args = (source, data, output, placement_of(image), image.name)
+            args = (engine, source, data, output, placement_of(image), image.name)
             return predict_volume, args, self._show_volume
         first = None if chosen is None else chosen.start
         if classes is not None:
-            args = (source, data, first or 0, classes[1], dict(image.metadata))
+            args = (engine, source, data, first or 0, classes[1], dict(image.metadata))
             return predict_classes, args, self._show_classes
         reference, objects = self.metrics.reference(chosen), self.objects.requested()
-        args = (source, data, placement_of(image), image.name, first, reference, objects)
+        args = (engine, source, data, placement_of(image), image.name, first, reference, objects)
         return predict_segmentation, (*args, unit_of(image)), self._show_segmentation
 
     def grad_cam(self) -> Job | None:
@@ -186,6 +187,7 @@ class PredictWidget(JobWidget):
         picture = np.array(image_data(image)[index])
         self.job = Job(
             explain,
+            self.session.engine,
             source,
             picture,
             placement_of(image),
@@ -206,19 +208,20 @@ class PredictWidget(JobWidget):
             self.cancel_button.setEnabled(False)
         self.objects.stop()
 
-    def _model_source(self) -> ModelSource:
+    def _model_source(self) -> str:
+        """The chosen model as the engine loads it: a folder, package or built-in model."""
         if self.model_combo.currentText() == MODEL_FOLDER:
             if not self.model_folder.text():
                 raise DlbioError("choose a model folder or a bioimage.io package (.zip).")
-            return ModelSource(folder=Path(self.model_folder.text()))
+            return str(Path(self.model_folder.text()).expanduser().resolve())
         builtin = builtin_reference(self.model_combo.currentText())
         if builtin is not None:
-            return ModelSource(folder=builtin)
+            return builtin
         task = self._task()
         model = self.session.current(task)
         if model is None:
             raise DlbioError(_NO_MODEL[task])
-        return ModelSource(model=model)
+        return model.source
 
     def _show_segmentation(self, outcome: SegmentationOutcome) -> Iterator[None]:
         """Show the result in stages (see :class:`Job`): one layer, then the metrics."""
@@ -271,12 +274,12 @@ class PredictWidget(JobWidget):
             image.metadata[PREDICTIONS_KEY], current_index(self.viewer, image)
         )
 
-    def _keep_model(self, model: Any) -> None:
+    def _keep_model(self, model: ModelHandle) -> None:
         """A model loaded from a folder joins the session as the current one of its task.
 
-        A built-in model is then used from memory: the choice moves to the current model.
+        A built-in model is then used as the current model: the choice moves to it.
         """
-        if any(kept is model for kept in self.session.models(model.task)):
+        if any(kept.source == model.source for kept in self.session.models(model.task)):
             return
         builtin = builtin_name(model.path)
         if builtin is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -199,6 +198,7 @@ class RefineWidget(JobWidget):
         self._set_running(True)  # first: creating the job's progress bar runs the event loop
         self.job = Job(
             fine_tune_burst,
+            self.session.engine,
             request,
             self.slot,
             description="Fine-tuning",
@@ -241,15 +241,14 @@ class RefineWidget(JobWidget):
         seconds = self.burst.seconds_spin.value()
         prediction = self._prediction() if self.burst.trust_check.isChecked() else None
         config, specks = self.config, self.burst.specks_spin.value()
-        request = self.slot.request(
-            image, annotation, model, config, seconds, index, prediction, builtin
+        return self.slot.request(
+            image, annotation, model, config, seconds, index, prediction, builtin, specks
         )
-        return replace(request, min_region_pixels=specks)
 
     def _show_specks_setting(self, *_: Any) -> None:
         model = self.session.current(Task.SEGMENTATION)
         size = getattr(getattr(model, "config", None), "min_region_pixels", None)
-        if size is not None and model is not self.slot.tuned_from:  # a burst's: the user's value
+        if size is not None and model != self.slot.tuned_from:  # a burst's: the user's value
             self.burst.specks_spin.setValue(size)
 
     def _on_event(self, event: Event) -> None:

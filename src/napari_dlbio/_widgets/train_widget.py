@@ -1,8 +1,9 @@
-"""Train: a new U-Net / classifier or fine-tune a model, in a child process (`_training_job`)."""
+"""Train: a new U-Net / classifier or fine-tune a model, in the session's engine."""
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +48,28 @@ from napari_dlbio._widgets._model_choices import (
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._plot import LossPlot
-from napari_dlbio._widgets._training_job import (
-    ModelSource,
-    TrainOutcome,
-    TrainRequest,
-    train_in_child_process,
-)
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import EpochEnded, Event, RunState, TrainingStarted
+from napari_dlbio.core.io import reread_resized_photos
 from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.segmentation_config import SegmentationConfig
+from napari_dlbio.engine.protocol import ModelHandle, Train, Trained
 
 #: A first run that fits a laptop's lunch break; early stopping may end it sooner.
 DEFAULT_TIME_BUDGET_S = 600.0
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a training run gave: the model's handle, how the run ended (``fit``) and
+    the folder the user chose for it (None: kept in the session's scratch folder)."""
+
+    model: ModelHandle
+    fit: Trained
+    saved: Path | None
 
 
 class TrainWidget(JobWidget):
@@ -71,6 +78,7 @@ class TrainWidget(JobWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.outcome: TrainOutcome | None = None
+        self._saving = False
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.annotation_combo = LayerCombo(napari_viewer, Labels, prefer=has_role(ANNOTATION))
         self.task_label = QLabel()
@@ -156,11 +164,11 @@ class TrainWidget(JobWidget):
             show_error(f"Cannot train yet: {error}")
             return None
         self.outcome = None
+        self._saving = bool(self.save_to.text())
         self.plot.clear("val accuracy" if request.task is Task.CLASSIFICATION else "val IoU")
         self.status_label.setText("Preparing data and the network...")
         self.job = Job(
-            train_in_child_process,
-            request,
+            self.session.engine.job(request),
             description="Training",
             on_event=self._on_event,
             on_result=self._on_result,
@@ -177,7 +185,7 @@ class TrainWidget(JobWidget):
             self.stop_button.setEnabled(False)
             self.status_label.setText("Stopping after this batch; keeping the best weights...")
 
-    def _request(self) -> TrainRequest:
+    def _request(self) -> Train:
         image = self.image_combo.layer()
         if image is None:
             raise DlbioError("open an image (or a sample) first.")
@@ -199,29 +207,34 @@ class TrainWidget(JobWidget):
             fixed = {"class_names": tuple(names), "input_channels": channels}
             # A fine-tuned model keeps its own roles unless the user ticks some.
             roles = {"boundary_classes": ticked} if ticked else {}
-        return TrainRequest(
+        chosen = self.save_to.text()
+        return Train(
             task=self.task,
-            images=image_data(image),
-            targets=targets,
+            images=training_images(image),
+            targets=np.asarray(targets),
             config=self.form.config(**fixed, **roles),
+            save_to=str(Path(chosen).expanduser().resolve() if chosen else self._scratch()),
             training={**self.form.values(training_only=True), **roles},
             start=self._model_source(),
-            save_to=Path(self.save_to.text()) if self.save_to.text() else None,
-            image_metadata=dict(image.metadata) if classes is not None else {},
         )
 
-    def _model_source(self) -> ModelSource:
+    def _scratch(self) -> Path:
+        """Where an unsaved model is kept, so that a restarted engine can load it again."""
+        return self.session.engine.scratch_folder()
+
+    def _model_source(self) -> str | None:
+        """The model to fine-tune as the engine loads it; None for a new network."""
         start = self.start_combo.currentText()
         if start == CURRENT_MODEL:
             model = self.session.current(self.task)
             if model is None:
                 raise DlbioError("there is no current model; train one or choose a model folder.")
-            return ModelSource(model=model)
+            return model.source
         if start == MODEL_FOLDER:
             if not self.start_folder.text():
                 raise DlbioError("choose the model folder or .zip package to fine-tune.")
-            return ModelSource(folder=Path(self.start_folder.text()))
-        return ModelSource(folder=builtin_reference(start))
+            return str(Path(self.start_folder.text()).expanduser().resolve())
+        return builtin_reference(start)
 
     def _on_event(self, event: Event) -> None:
         stopping = self.job is not None and self.job.state is RunState.STOPPING
@@ -239,9 +252,9 @@ class TrainWidget(JobWidget):
                 f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}, {figures}"
             )
 
-    def _on_result(self, outcome: TrainOutcome) -> None:
-        self.outcome = outcome
-        fit, model = outcome.fit, outcome.model
+    def _on_result(self, fit: Trained) -> None:
+        model = ModelHandle.of(fit.model, saved=self._saving)
+        outcome = self.outcome = TrainOutcome(model, fit, model.path)
         previous = self.session.current(model.task)
         stopped = fit.state is RunState.CANCELLED
         how = f"{'stopped' if stopped else 'trained'}, best epoch {fit.best_epoch}"
@@ -312,6 +325,15 @@ class TrainWidget(JobWidget):
         else:
             hint = "None ticked: the model keeps its own boundary classes."
         self.boundary_classes.hint.setText(hint)
+
+
+def training_images(image: Image) -> np.ndarray | list[np.ndarray]:
+    """The images to train on: a copy of the layer's, with each photo of a leaf stack that
+    the reader resized read again from its file (resized once, as ``dlbio train`` does)."""
+    images = np.asarray(image_data(image))
+    if class_stack_metadata(image) is None:
+        return images
+    return reread_resized_photos(images, image.metadata)
 
 
 def _default_names(annotation: np.ndarray) -> list[str]:

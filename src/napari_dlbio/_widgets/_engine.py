@@ -1,0 +1,89 @@
+"""The widgets' one way to the engine: a child-process engine per napari session.
+
+The engine (:class:`~napari_dlbio.engine.local.LocalEngine`) owns TensorFlow and every
+model; napari's process only sends it requests and turns the events that come back into
+UI.  It starts with the first request a widget sends, ends when napari quits (or when this
+process ends), and starts again with the next request after it died: the request then
+running fails with :class:`~napari_dlbio.engine.protocol.EngineDied`, whose message (shown
+as a notification by :class:`~._worker.Job`) says what happened and that the layers are
+untouched.
+
+Models trained in the engine are written to the session's scratch folder unless the user
+chose a folder, so a model never lives only in the engine's memory: after a restart the
+next request loads it again from its folder (see :class:`~.protocol.ModelHandle`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QApplication
+
+from napari_dlbio.core.events import CancelToken, Event
+from napari_dlbio.engine.local import LocalEngine
+from napari_dlbio.engine.protocol import Request
+
+
+class SessionEngine:
+    """The engine of one napari session and the folder its unsaved models are kept in.
+
+    Nothing starts until the first request; :meth:`close` ends the engine and removes
+    the scratch folder (and so do napari's quitting and this object's collection).
+    """
+
+    def __init__(self) -> None:
+        self._engine = LocalEngine()
+        self._scratch = Path(tempfile.mkdtemp(prefix="dlbio-session-"))
+        self._models = 0
+        self._finalizer = weakref.finalize(self, _end, self._engine, self._scratch)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._finalizer)
+
+    @property
+    def pid(self) -> int | None:
+        """The engine process's id while it runs."""
+        return self._engine.pid
+
+    def run(
+        self,
+        request: Request,
+        *,
+        feed: Iterable[np.ndarray] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Generator[Event, None, Any]:
+        """Run ``request`` in the engine (started first if needed): yield its events and
+        return its result; ``feed`` gives the slices of its ArrayFeed."""
+        return (yield from self._engine.run(request, feed=feed, cancel=cancel))
+
+    def call(self, request: Request) -> Any:
+        """Run ``request`` to its end and return its result."""
+        return self._engine.call(request)
+
+    def job(self, request: Request) -> Callable[..., Generator[Event, None, Any]]:
+        """``request`` as a job function for :class:`~._worker.Job` (Stop cancels it)."""
+
+        def run(*, cancel: CancelToken) -> Generator[Event, None, Any]:
+            return (yield from self.run(request, cancel=cancel))
+
+        return run
+
+    def scratch_folder(self) -> Path:
+        """A new folder name in the session's scratch folder, for an unsaved model."""
+        self._models += 1
+        return self._scratch / f"model-{self._models}"
+
+    def close(self) -> None:
+        """End the engine and remove the scratch folder."""
+        self._finalizer()
+
+
+def _end(engine: LocalEngine, scratch: Path) -> None:
+    engine.close()
+    shutil.rmtree(scratch, ignore_errors=True)
