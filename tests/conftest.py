@@ -39,12 +39,11 @@ def plantvillage_dir() -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that opens a napari viewer as ``gui``.
 
-    TensorFlow's bundled LLVM and Mesa's LLVM share napari's process (models/_tf.py keeps
-    them apart).  The widget tests should meet them in the order users do, TensorFlow
-    loaded by the plugin after the viewer exists, not after whatever other test modules
-    loaded: they live in tests/widgets, which scripts/run-tests.sh runs as a process of
-    its own; this marker lets a developer select them (``-m gui``) and the check below
-    keeps them there.
+    napari's process never imports TensorFlow (the engine process does): the widget tests
+    check that in a process of their own, not after whatever other test modules loaded
+    (TensorFlow after Mesa's OpenGL crashed a shared process).  They live in
+    tests/widgets, which scripts/run-tests.sh runs as a process of its own; this marker
+    lets a developer select them (``-m gui``) and the check below keeps them there.
     """
     for item in items:
         if "make_napari_viewer" in getattr(item, "fixturenames", ()):

@@ -1,26 +1,11 @@
 """The one place TensorFlow is imported.
 
-TensorFlow bundles its own LLVM, and so does Mesa's OpenGL (llvmpipe under Xvfb, radeonsi
-on AMD desktops; Debian 12's ``swrast_dri.so`` links ``libLLVM-15``).  The two copies must
-never serve each other's calls; two measures keep them apart (checked with TensorFlow 2.21,
-Mesa 22.3, napari 0.9):
+TensorFlow never shares napari's process: the engine process imports it (see
+:mod:`napari_dlbio.engine`), so the measures that kept its LLVM apart from Mesa's OpenGL
+(loading with ``RTLD_DEEPBIND``, a preload of its libraries with the GIL released) are
+gone.
 
-- TensorFlow's shared objects load with ``RTLD_DEEPBIND``, so its LLVM static
-  initialisers bind to its own symbols even when Mesa's LLVM came first (without it,
-  importing TensorFlow after napari's canvas exists crashes in
-  ``_GLOBAL__sub_I_DebugInfoMetadata.cpp``).
-- TensorFlow would load ``_pywrap_tensorflow_internal`` with ``RTLD_GLOBAL``
-  (``tensorflow/python/pywrap_dlopen_global_flags.py``), which puts its LLVM symbols in
-  the process's global scope.  Mesa binds its LLVM calls lazily, at their first use, and
-  the global scope is searched first: a shader compiled after TensorFlow loaded called
-  TensorFlow's ``llvm::FixedVectorType::get`` and crashed in ``glDrawArrays`` (gdb, a
-  widget test drawing canvas text after a prediction).  Hiding that module makes
-  TensorFlow load its libraries ``RTLD_LOCAL``; it needs ``RTLD_GLOBAL`` only for
-  ``tf.load_op_library`` custom ops, which napari-dlbio never loads.
-
-Both only matter while TensorFlow shares napari's process (see DESIGN.md, "Known hazard").
-
-One more process-wide workaround keeps TensorFlow's C++ log lines off standard error, in
+One process-wide workaround keeps TensorFlow's C++ log lines off standard error, in
 ``dlbio``, the demo and napari alike, unless :func:`show_tensorflow_logs` was called first
 (``dlbio --verbose``).  Checked with TensorFlow 2.21 on Linux: its libraries log from their static
 initialisers, before ``absl::InitializeLog()`` runs ("WARNING: All log messages before
@@ -40,15 +25,12 @@ loading failed.  A hard crash inside that window (a segmentation fault) loses it
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib.util
 import os
 import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -69,7 +51,8 @@ def load_tensorflow() -> ModuleType:
         if not _show_logs:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _startup_logs_held_back():
-            tf = _import_with_deepbind()
+            import tensorflow as tf
+
             if not _configured:
                 _configure(tf)
                 _configured = True
@@ -201,60 +184,6 @@ def _flush_stderr() -> None:
     if sys.stderr is not None:
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
-
-
-def _import_with_deepbind() -> ModuleType:
-    deepbind = getattr(os, "RTLD_DEEPBIND", None)
-    if deepbind is None or "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        return tf
-    old_flags = sys.getdlopenflags()
-    _preload_libraries(old_flags | deepbind)
-    sys.setdlopenflags(old_flags | deepbind)
-    sys.modules[_GLOBAL_FLAGS_MODULE] = None  # type: ignore[assignment]
-    try:
-        import keras  # noqa: F401  (Keras' own extension modules load under the same flags)
-        import tensorflow as tf
-    finally:
-        sys.setdlopenflags(old_flags)
-        del sys.modules[_GLOBAL_FLAGS_MODULE]
-    return tf
-
-
-#: Importing it makes TensorFlow load its libraries RTLD_GLOBAL (see the module docstring).
-_GLOBAL_FLAGS_MODULE = "tensorflow.python.pywrap_dlopen_global_flags"
-
-# TensorFlow's largest shared objects (relative to its package; missing ones are skipped).
-_LARGE_LIBRARIES = (
-    "libtensorflow_framework.so.2",
-    "libtensorflow_cc.so.2",
-    "python/lib_pywrap_tensorflow_common.so",
-    "python/_pywrap_tensorflow_internal.so",
-    "python/profiler/internal/_pywrap_profiler_plugin.so",
-    "lite/python/libpywrap_tflite_common.so",
-)
-
-
-def _preload_libraries(flags: int) -> None:
-    """Load TensorFlow's largest libraries through the C library with the GIL released.
-
-    Python's import holds the GIL while it loads an extension module, and loading (and
-    initialising) these gigabyte-sized libraries took half a second, a freeze of napari's
-    window even though the import ran in a background thread.  Loaded here first with the
-    same flags, they are already in place when ``import tensorflow`` asks for them.
-    """
-    spec = importlib.util.find_spec("tensorflow")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    package = Path(next(iter(spec.submodule_search_locations)))
-    dlopen = ctypes.CDLL(None).dlopen  # a plain CDLL call releases the GIL
-    dlopen.restype = ctypes.c_void_p
-    dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    for name in _LARGE_LIBRARIES:
-        library = package / name
-        if library.is_file():
-            dlopen(os.fsencode(library), flags)  # a failure shows in the import itself
 
 
 def _configure(tf: ModuleType) -> None:
