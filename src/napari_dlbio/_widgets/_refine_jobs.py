@@ -27,7 +27,7 @@ from napari_dlbio._widgets._engine import SessionEngine
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.builtin_models import BuiltinModel
 from napari_dlbio.core.config import Task
-from napari_dlbio.core.errors import InputDataError
+from napari_dlbio.core.errors import InputDataError, ModelFolderError
 from napari_dlbio.core.events import CancelToken
 from napari_dlbio.core.labels import (
     check_annotation,
@@ -35,7 +35,7 @@ from napari_dlbio.core.labels import (
 )
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.core.uncertainty import most_uncertain_region
-from napari_dlbio.engine.protocol import Burst, ModelHandle, Tuned
+from napari_dlbio.engine.protocol import Burst, EngineDied, ModelHandle, Tuned
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,12 @@ def fine_tune_burst(
 ) -> Job:
     """Have the engine train for a burst and re-predict the slice; return the slice's
     layers (none if stopped)."""
-    tuned: Tuned | None = yield from engine.run(request.burst, cancel=cancel)
+    try:
+        tuned: Tuned | None = yield from engine.run(request.burst, cancel=cancel)
+    except (EngineDied, ModelFolderError):
+        if request.burst.tuner is not None:
+            slot.restart()  # its network died with an engine: the next burst starts anew
+        raise
     if tuned is None:
         return []
     slot.tuner, slot.tuned = tuned.tuner, ModelHandle.of(tuned.model)

@@ -155,7 +155,8 @@ def predict_volume(
                     if probabilities is not None:
                         probabilities.write(event.index, event.probabilities)
                 elif isinstance(event, Finished):
-                    if event.state is not RunState.DONE:
+                    # Stop may reach the engine after its last slice: stopped all the same.
+                    if event.state is not RunState.DONE or cancel.cancelled:
                         raise _Stopped
                 else:
                     yield event
