@@ -1,4 +1,5 @@
-"""The widgets' one way to the engine: a child-process engine per napari session.
+"""The widgets' one way to the engine: a child-process engine per napari session, or an
+engine on another machine (``dlbio engine --listen``) the user connects to.
 
 The engine (:class:`~napari_dlbio.engine.local.LocalEngine`) owns TensorFlow and every
 model; napari's process only sends it requests and turns the events that come back into
@@ -11,6 +12,9 @@ untouched.
 Models trained in the engine are written to the session's scratch folder unless the user
 chose a folder, so a model never lives only in the engine's memory: after a restart the
 next request loads it again from its folder (see :class:`~.protocol.ModelHandle`).
+Paths in requests are paths on the engine's machine: a remote engine writes that scratch
+folder on its own disk (where it stays after the session), and a lost connection is not
+restarted: the user connects again.
 """
 
 from __future__ import annotations
@@ -26,8 +30,13 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 
 from napari_dlbio.core.events import CancelToken, Event
+from napari_dlbio.engine.auth import read_key
+from napari_dlbio.engine.client import EngineClient, connect
 from napari_dlbio.engine.local import LocalEngine
 from napari_dlbio.engine.protocol import Request
+
+#: How the session's engine is described while it is the local child process.
+THIS_COMPUTER = "this computer"
 
 
 class SessionEngine:
@@ -38,7 +47,8 @@ class SessionEngine:
     """
 
     def __init__(self) -> None:
-        self._engine = LocalEngine()
+        self._engine: list[LocalEngine | EngineClient] = [LocalEngine()]
+        self.where = THIS_COMPUTER
         self._scratch = Path(tempfile.mkdtemp(prefix="dlbio-session-"))
         self._models = 0
         self._finalizer = weakref.finalize(self, _end, self._engine, self._scratch)
@@ -48,8 +58,31 @@ class SessionEngine:
 
     @property
     def pid(self) -> int | None:
-        """The engine process's id while it runs."""
-        return self._engine.pid
+        """The local engine process's id while it runs (None for a remote engine)."""
+        return getattr(self._engine[0], "pid", None)
+
+    def connect(self, host: str, port: int, key_file: str | Path) -> None:
+        """Use the engine listening at ``host:port`` from now on (the local one ends).
+
+        Raises
+        ------
+        DlbioError
+            When the key file cannot be read or the engine cannot be reached (its
+            message says what to check).
+        """
+        key = read_key(key_file)
+        client = connect(host, port, key, key_name=f"the key in {key_file}")
+        self._use(client, f"{host}:{port}")
+
+    def use_local(self) -> None:
+        """Use an engine on this computer from now on (started with the next request)."""
+        if not isinstance(self._engine[0], LocalEngine):
+            self._use(LocalEngine(), THIS_COMPUTER)
+
+    def _use(self, engine: LocalEngine | EngineClient, where: str) -> None:
+        old, self._engine[0] = self._engine[0], engine
+        self.where = where
+        old.close()
 
     def run(
         self,
@@ -60,11 +93,11 @@ class SessionEngine:
     ) -> Generator[Event, None, Any]:
         """Run ``request`` in the engine (started first if needed): yield its events and
         return its result; ``feed`` gives the slices of its ArrayFeed."""
-        return (yield from self._engine.run(request, feed=feed, cancel=cancel))
+        return (yield from self._engine[0].run(request, feed=feed, cancel=cancel))
 
     def call(self, request: Request) -> Any:
         """Run ``request`` to its end and return its result."""
-        return self._engine.call(request)
+        return self._engine[0].call(request)
 
     def job(self, request: Request) -> Callable[..., Generator[Event, None, Any]]:
         """``request`` as a job function for :class:`~._worker.Job` (Stop cancels it)."""
@@ -84,6 +117,6 @@ class SessionEngine:
         self._finalizer()
 
 
-def _end(engine: LocalEngine, scratch: Path) -> None:
-    engine.close()
+def _end(engine: list[LocalEngine | EngineClient], scratch: Path) -> None:
+    engine[0].close()
     shutil.rmtree(scratch, ignore_errors=True)

@@ -38,6 +38,7 @@ from napari_dlbio._widgets._config_form import (
     ClassTicks,
     ConfigForm,
 )
+from napari_dlbio._widgets._engine_form import EngineForm
 from napari_dlbio._widgets._model_choices import (
     CURRENT_MODEL,
     MODEL_FOLDER,
@@ -119,7 +120,9 @@ class TrainWidget(JobWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
+        self.engine_form = EngineForm(self.session.engine)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.engine_form.native)
         layout.addLayout(form)
         layout.addWidget(self.boundary_classes)
         layout.addWidget(self.segmentation_form)
