@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite under a virtual X display (napari needs one for its OpenGL canvas).
 # Extra arguments go to pytest. The tests that open a napari viewer (tests/widgets) run in
-# a second pytest process, which meets TensorFlow as a user's napari does: loaded by the
-# plugin after the viewer exists (see tests/conftest.py). Test modules outside
+# a second pytest process that, like a user's napari, never imports TensorFlow: the engine
+# process the widgets start does (see tests/conftest.py). Test modules outside
 # tests/widgets may import TensorFlow when collected; those inside never do.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
