@@ -17,8 +17,8 @@ import pytest
 from napari.layers import Image
 
 from napari_dlbio._reader import read_class_folder
+from napari_dlbio._widgets._common import training_images
 from napari_dlbio._widgets._jobs import predict_classes
-from napari_dlbio._widgets.train_widget import training_images
 from napari_dlbio.core.class_dataset import load_class_folder, to_input_images
 from napari_dlbio.core.events import CancelToken, run_to_end
 

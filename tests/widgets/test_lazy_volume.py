@@ -287,3 +287,22 @@ def test_f_the_mask_alone_when_the_probabilities_are_not_kept(
     assert mask.data.shape == (SLICES, SIDE, SIDE)
     assert full.read == set(range(SLICES))
     assert "lazy EM P(membrane)" not in viewer.layers
+
+
+def test_training_on_a_lazy_stack_reads_only_the_painted_slices(viewer, crop) -> None:
+    from napari_dlbio._widgets.train_widget import TrainWidget
+
+    layer, full = _add_recorded(viewer, crop, multiscale=False)
+    annotation = np.zeros(crop.shape, dtype=np.uint8)
+    annotation[2, :40, :40], annotation[2, 100:140, 100:140] = 1, 2
+    labels = viewer.add_labels(annotation, name="strokes", scale=SCALE)
+    widget = TrainWidget(viewer)
+    widget.image_combo.select(layer)
+    widget.annotation_combo.select(labels)
+    full.read.clear()  # what napari itself read to draw the layer
+
+    request = widget._request()
+
+    assert full.read == {2}
+    np.testing.assert_array_equal(request.images, crop[2:3])
+    np.testing.assert_array_equal(request.targets, annotation[2:3])

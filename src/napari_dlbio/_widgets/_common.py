@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlbio._layers import ROLE_KEY, Placement
+from napari_dlbio.core.io import reread_resized_photos
 
 
 def connect_while_alive(emitter: Any, callback: Callable[..., Any], widget: QObject) -> None:
@@ -206,6 +207,21 @@ def image_data(layer: Image) -> Any:
     return layer.data[0] if layer.multiscale else layer.data
 
 
+def is_lazy(layer: Image) -> bool:
+    """Whether an image layer's pixels stay on disk until read (dask, zarr, a pyramid)."""
+    return bool(layer.multiscale) or not isinstance(image_data(layer), np.ndarray)
+
+
+def painted_slices(image: Image, annotation: np.ndarray) -> np.ndarray | None:
+    """The slices of a lazy stack that ``annotation`` paints on (None: use every slice).
+
+    Training reads these alone, so a volume larger than memory is never read whole.
+    """
+    if not is_lazy(image) or len(spatial_shape(image)) != 3:
+        return None
+    return np.flatnonzero(annotation.reshape(len(annotation), -1).any(axis=1))
+
+
 def spatial_shape(layer: Image) -> tuple[int, ...]:
     """Shape of an image layer without its colour axis."""
     shape = tuple(image_data(layer).shape)
@@ -306,3 +322,16 @@ def single_shot_timer(parent: QObject, milliseconds: int, slot: Callable[[], Any
     timer.setInterval(milliseconds)
     timer.timeout.connect(slot)
     return timer
+
+
+def training_images(
+    image: Image, slices: np.ndarray | None = None
+) -> np.ndarray | list[np.ndarray]:
+    """The images to train on: a copy of the layer's (only ``slices`` when given), with each
+    photo of a leaf stack that the reader resized read again from its file (resized once, as
+    ``dlbio train`` does)."""
+    data = image_data(image)
+    images = np.asarray(data if slices is None else data[slices])
+    if class_stack_metadata(image) is None:
+        return images
+    return reread_resized_photos(images, image.metadata)

@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, SpinBox
 from napari.layers import Image, Layer
 
-from napari_dlbio._widgets._common import current_index, image_data, spatial_shape
+from napari_dlbio._widgets._common import current_index, image_data, is_lazy, spatial_shape
 from napari_dlbio._widgets._volume_jobs import VolumeOutput
 from napari_dlbio.core.errors import DlbioError
 
@@ -31,11 +31,6 @@ class Scope(Enum):
     CURRENT_SLICE = "current slice / image"
     SLICE_RANGE = "slice range"
     WHOLE_STACK = "whole stack"
-
-
-def is_lazy(layer: Image) -> bool:
-    """Whether an image layer's pixels stay on disk until read (dask, zarr, a pyramid)."""
-    return bool(layer.multiscale) or not isinstance(image_data(layer), np.ndarray)
 
 
 def default_mask_store(layer: Layer) -> Path | None:

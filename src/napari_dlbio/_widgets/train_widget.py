@@ -29,8 +29,9 @@ from napari_dlbio._widgets._common import (
     class_stack_metadata,
     connect_while_alive,
     has_role,
-    image_data,
+    painted_slices,
     spatial_shape,
+    training_images,
 )
 from napari_dlbio._widgets._config_form import (
     CLASSIFIER_SETTINGS,
@@ -54,7 +55,6 @@ from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import EpochEnded, Event, RunState, TrainingStarted
-from napari_dlbio.core.io import reread_resized_photos
 from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.engine.protocol import ModelHandle, Train, Trained
@@ -195,6 +195,7 @@ class TrainWidget(JobWidget):
         channels = 3 if image.rgb else 1
         classes = class_stack_metadata(image)
         roles: dict[str, Any] = {}
+        slices = None
         if classes is not None:
             names, targets = classes
             fixed: dict[str, Any] = {"class_names": tuple(names), "input_channels": channels}
@@ -206,6 +207,8 @@ class TrainWidget(JobWidget):
             targets = np.array(annotation.data, dtype=np.uint8, copy=True)
             names = annotation_class_names(annotation) or _default_names(targets)
             check_annotation(targets, len(names), spatial_shape(image) + (channels,) * image.rgb)
+            slices = painted_slices(image, targets)
+            targets = targets if slices is None else targets[slices]
             ticked = self.boundary_classes.ticked()
             fixed = {"class_names": tuple(names), "input_channels": channels}
             # A fine-tuned model keeps its own roles unless the user ticks some.
@@ -213,7 +216,7 @@ class TrainWidget(JobWidget):
         chosen = self.save_to.text()
         return Train(
             task=self.task,
-            images=training_images(image),
+            images=training_images(image, slices),
             targets=np.asarray(targets),
             config=self.form.config(**fixed, **roles),
             save_to=str(Path(chosen).expanduser().resolve() if chosen else self._scratch()),
@@ -328,15 +331,6 @@ class TrainWidget(JobWidget):
         else:
             hint = "None ticked: the model keeps its own boundary classes."
         self.boundary_classes.hint.setText(hint)
-
-
-def training_images(image: Image) -> np.ndarray | list[np.ndarray]:
-    """The images to train on: a copy of the layer's, with each photo of a leaf stack that
-    the reader resized read again from its file (resized once, as ``dlbio train`` does)."""
-    images = np.asarray(image_data(image))
-    if class_stack_metadata(image) is None:
-        return images
-    return reread_resized_photos(images, image.metadata)
 
 
 def _default_names(annotation: np.ndarray) -> list[str]:
