@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from pathlib import Path
 
 import pytest
+import tifffile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DLBIO_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -34,6 +37,53 @@ def structures_dir() -> Path:
 def plantvillage_dir() -> Path:
     """``shared/data/plantvillage``: 15 class folders of 60 leaf photos."""
     return _require("plantvillage")
+
+
+#: `dlbio train --config` settings that train in seconds: what the CLI tests use.
+TINY_TRAINING = {
+    "network": {"depth": 2, "base_filters": 4},
+    "patch_size": 64,
+    "batch_size": 2,
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "validation_fraction": 0.2,
+    "tile_size": 64,
+    "tile_overlap": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def isbi_crops(isbi_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """ISBI slices 0-4 (train) and 25-29 (test), 96 x 128 pixels, as TIFF stacks and a
+    folder of PNG slices, with ``config``: :data:`TINY_TRAINING` as a JSON file."""
+    import imageio.v3 as iio
+
+    folder = tmp_path_factory.mktemp("crops")
+    volume = tifffile.imread(isbi_dir / "train-volume.tif")[:, :96, :128]
+    labels = tifffile.imread(isbi_dir / "train-labels.tif")[:, :96, :128]
+    paths = {}
+    for name, data in {
+        "train": volume[:5],
+        "train_labels": labels[:5],
+        "test": volume[25:],
+        "test_labels": labels[25:],
+    }.items():
+        paths[name] = folder / f"{name}.tif"
+        tifffile.imwrite(paths[name], data, photometric="minisblack")
+    slices = folder / "test_slices"
+    slices.mkdir()
+    for z, plane in enumerate(volume[25:]):
+        iio.imwrite(slices / f"{z}.png", plane)
+    paths["test_slices"] = slices
+    paths["config"] = folder / "tiny.json"
+    paths["config"].write_text(json.dumps(TINY_TRAINING))
+    return paths
+
+
+@pytest.fixture
+def tiny_training() -> dict:
+    """A copy of :data:`TINY_TRAINING` to compare with or change."""
+    return copy.deepcopy(TINY_TRAINING)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,16 +16,6 @@ import tifffile
 from napari_dlbio.cli import build_parser, main
 
 ISBI = "255=background,0=membrane"
-TINY = {
-    "network": {"depth": 2, "base_filters": 4},
-    "patch_size": 64,
-    "batch_size": 2,
-    "epochs": 2,
-    "steps_per_epoch": 2,
-    "validation_fraction": 0.2,
-    "tile_size": 64,
-    "tile_overlap": 8,
-}
 # TensorFlow's C++ log lines: absl's "I0000 00:00:17964.51   7672 port.cc:153] ...",
 # TensorFlow's own "2025-01-31 12:00:00.1: E tensorflow/...:52] ...", and what they say.
 TF_LOG = re.compile(
@@ -35,46 +25,19 @@ TF_LOG = re.compile(
 
 
 @pytest.fixture(scope="module")
-def crops(isbi_dir, tmp_path_factory):
-    """Slices 0-4 and 25-29, 96 x 128 pixels, as TIFF stacks and a folder of PNG slices."""
-    import imageio.v3 as iio
-
-    folder = tmp_path_factory.mktemp("crops")
-    volume = tifffile.imread(isbi_dir / "train-volume.tif")[:, :96, :128]
-    labels = tifffile.imread(isbi_dir / "train-labels.tif")[:, :96, :128]
-    paths = {}
-    for name, data in {
-        "train": volume[:5],
-        "train_labels": labels[:5],
-        "test": volume[25:],
-        "test_labels": labels[25:],
-    }.items():
-        paths[name] = folder / f"{name}.tif"
-        tifffile.imwrite(paths[name], data, photometric="minisblack")
-    slices = folder / "test_slices"
-    slices.mkdir()
-    for z, plane in enumerate(volume[25:]):
-        iio.imwrite(slices / f"{z}.png", plane)
-    paths["test_slices"] = slices
-    paths["config"] = folder / "tiny.json"
-    paths["config"].write_text(json.dumps(TINY))
-    return paths
-
-
-@pytest.fixture(scope="module")
-def model_dir(crops, tmp_path_factory):
+def model_dir(isbi_crops, tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "membrane"
     code = main(
         [
             "train",
             "--images",
-            str(crops["train"]),
+            str(isbi_crops["train"]),
             "--labels",
-            str(crops["train_labels"]),
+            str(isbi_crops["train_labels"]),
             "--label-values",
             ISBI,
             "--config",
-            str(crops["config"]),
+            str(isbi_crops["config"]),
             "--out",
             str(out),
             "--quiet",
@@ -84,9 +47,9 @@ def model_dir(crops, tmp_path_factory):
     return out
 
 
-def test_train_says_why_training_stopped(crops, tmp_path, capsys):
-    argv = ["train", "--images", crops["train"], "--labels", crops["train_labels"]]
-    argv += ["--label-values", ISBI, "--config", crops["config"], "--epochs", "1"]
+def test_train_says_why_training_stopped(isbi_crops, tmp_path, capsys):
+    argv = ["train", "--images", isbi_crops["train"], "--labels", isbi_crops["train_labels"]]
+    argv += ["--label-values", ISBI, "--config", isbi_crops["config"], "--epochs", "1"]
     assert main([*map(str, argv), "--out", str(tmp_path / "model"), "--quiet"]) == 0
     assert re.search(
         r"^Saved .*model \(best epoch 1.*; all epochs done\)\.$", capsys.readouterr().out
@@ -107,9 +70,9 @@ def test_train_writes_a_complete_model_folder(model_dir):
     assert not list(model_dir.parent.glob(".membrane*"))
 
 
-def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsys):
+def test_predict_writes_mask_and_probabilities(isbi_crops, model_dir, tmp_path, capsys):
     mask_path, probabilities_path = tmp_path / "mask.tif", tmp_path / "p.tif"
-    argv = ["predict", "--model", str(model_dir), "--images", str(crops["test_slices"])]
+    argv = ["predict", "--model", str(model_dir), "--images", str(isbi_crops["test_slices"])]
     argv += ["--out", str(mask_path), "--probabilities", str(probabilities_path), "--quiet"]
     assert main(argv) == 0
     mask = tifffile.imread(mask_path)
@@ -122,12 +85,12 @@ def test_predict_writes_mask_and_probabilities(crops, model_dir, tmp_path, capsy
     assert "Wrote" in capsys.readouterr().out
 
 
-def test_a_grey_stack_saved_as_rgb_gives_the_grey_stacks_mask(crops, model_dir, tmp_path):
+def test_a_grey_stack_saved_as_rgb_gives_the_grey_stacks_mask(isbi_crops, model_dir, tmp_path):
     rgb = tmp_path / "rgb.tif"
-    volume = tifffile.imread(crops["test"])
+    volume = tifffile.imread(isbi_crops["test"])
     tifffile.imwrite(rgb, np.repeat(volume[..., np.newaxis], 3, axis=-1), photometric="rgb")
     masks = []
-    for images in (crops["test"], rgb):
+    for images in (isbi_crops["test"], rgb):
         out = tmp_path / f"mask of {images.stem}.tif"
         argv = ["predict", "--model", str(model_dir), "--images", str(images)]
         assert main([*argv, "--out", str(out), "--quiet"]) == 0
@@ -140,7 +103,7 @@ def test_a_grey_stack_saved_as_rgb_gives_the_grey_stacks_mask(crops, model_dir, 
     [("grey", False, 1), ("grey saved as RGB", False, 1), ("RGB", False, 3), ("RGB", True, 3)],
 )
 def test_a_new_model_takes_the_channels_of_its_images(
-    colour, settings, channels, tmp_path, monkeypatch, capsys
+    colour, settings, channels, tiny_training, tmp_path, monkeypatch, capsys
 ):
     from napari_dlbio.core.errors import InputDataError
     from napari_dlbio.models import segmentation
@@ -155,7 +118,7 @@ def test_a_new_model_takes_the_channels_of_its_images(
     images, labels, config = tmp_path / "images.tif", tmp_path / "labels.tif", tmp_path / "c.json"
     tifffile.imwrite(images, data, photometric="rgb" if data.ndim == 4 else "minisblack")
     tifffile.imwrite(labels, np.where(volume > 100, 255, 0).astype(np.uint8))
-    config.write_text(json.dumps(TINY))
+    config.write_text(json.dumps(tiny_training))
     seen = []
 
     def training(images, annotations, config, **kwargs):
@@ -183,9 +146,11 @@ def run_dlbio(*argv: object) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_tensorflows_log_lines_reach_stderr_only_with_verbose(crops, model_dir, tmp_path):
-    model = ["--model", model_dir, "--images", crops["test"]]
-    quiet = run_dlbio("evaluate", *model, "--labels", crops["test_labels"], "--label-values", ISBI)
+def test_tensorflows_log_lines_reach_stderr_only_with_verbose(isbi_crops, model_dir, tmp_path):
+    model = ["--model", model_dir, "--images", isbi_crops["test"]]
+    quiet = run_dlbio(
+        "evaluate", *model, "--labels", isbi_crops["test_labels"], "--label-values", ISBI
+    )
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not TF_LOG.findall(quiet.stderr), quiet.stderr
     assert "done after" in quiet.stderr  # our own progress still gets through
@@ -207,13 +172,15 @@ def test_verbose_goes_before_or_after_the_command():
     assert not parser.parse_args(predict).verbose
 
 
-def test_min_region_pixels_overrides_the_models_speck_setting(crops, model_dir, tmp_path, capsys):
+def test_min_region_pixels_overrides_the_models_speck_setting(
+    isbi_crops, model_dir, tmp_path, capsys
+):
     from skimage.measure import label
 
     masks = {}
     for size in ("0", "40"):
         mask_path = tmp_path / f"mask{size}.tif"
-        argv = ["predict", "--model", str(model_dir), "--images", str(crops["test_slices"])]
+        argv = ["predict", "--model", str(model_dir), "--images", str(isbi_crops["test_slices"])]
         assert main([*argv, "--out", str(mask_path), "--min-region-pixels", size, "--quiet"]) == 0
         masks[size] = tifffile.imread(mask_path)
     regions = [np.bincount(label(plane, connectivity=1).ravel())[1:] for plane in masks["40"]]
@@ -221,15 +188,15 @@ def test_min_region_pixels_overrides_the_models_speck_setting(crops, model_dir, 
     assert np.all(masks["40"] <= masks["0"])
     assert np.count_nonzero(masks["40"]) < np.count_nonzero(masks["0"])
 
-    argv = ["evaluate", "--model", str(model_dir), "--images", str(crops["test"])]
-    argv += ["--labels", str(crops["test_labels"]), "--label-values", ISBI]
+    argv = ["evaluate", "--model", str(model_dir), "--images", str(isbi_crops["test"])]
+    argv += ["--labels", str(isbi_crops["test_labels"]), "--label-values", ISBI]
     assert main([*argv, "--min-region-pixels", "-1"]) == 2
     assert "smallest region kept must be 0 pixels or more" in capsys.readouterr().err
 
 
-def test_evaluate_prints_one_json_object_of_the_documented_shape(crops, model_dir, capsys):
-    argv = ["evaluate", "--model", str(model_dir), "--images", str(crops["test"])]
-    argv += ["--labels", str(crops["test_labels"]), "--label-values", ISBI, "--json"]
+def test_evaluate_prints_one_json_object_of_the_documented_shape(isbi_crops, model_dir, capsys):
+    argv = ["evaluate", "--model", str(model_dir), "--images", str(isbi_crops["test"])]
+    argv += ["--labels", str(isbi_crops["test_labels"]), "--label-values", ISBI, "--json"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -239,37 +206,47 @@ def test_evaluate_prints_one_json_object_of_the_documented_shape(crops, model_di
     for figures in report["classes"].values():
         assert set(figures) >= {"iou", "dice", "pixels"}
     assert report["classes"]["membrane"]["pixels"] == int(
-        (tifffile.imread(crops["test_labels"]) == 0).sum()
+        (tifffile.imread(isbi_crops["test_labels"]) == 0).sum()
     )
     assert len(report["slices"]) == 5
 
 
-def test_fine_tuning_continues_from_a_model_folder(crops, model_dir, tmp_path, capsys):
+def test_fine_tuning_continues_from_a_model_folder(
+    isbi_crops, model_dir, tiny_training, tmp_path, capsys
+):
     out = tmp_path / "tuned"
-    argv = ["train", "--images", str(crops["test"]), "--labels", str(crops["test_labels"])]
+    argv = [
+        "train",
+        "--images",
+        str(isbi_crops["test"]),
+        "--labels",
+        str(isbi_crops["test_labels"]),
+    ]
     argv += ["--label-values", ISBI, "--from", str(model_dir), "--epochs", "1", "--out", str(out)]
     assert main([*argv, "--quiet"]) == 0
     tuned = json.loads((out / "config.json").read_text())["config"]
     assert tuned["epochs"] == 1
     expected = {"batch_norm": True, "dropout": 0.0, "l2": 0.0, "stem_stride": 2}
-    assert tuned["network"] == TINY["network"] | expected
+    assert tuned["network"] == tiny_training["network"] | expected
     assert "Saved" in capsys.readouterr().out
 
 
-def test_bad_input_exits_2_with_one_clear_line_and_no_traceback(crops, model_dir, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_clear_line_and_no_traceback(
+    isbi_crops, model_dir, tmp_path, capsys
+):
     nan_image = tmp_path / "nan.tif"
     tifffile.imwrite(nan_image, np.full((5, 96, 128), np.nan, np.float32))
     short_labels = tmp_path / "short.tif"
     tifffile.imwrite(
-        short_labels, tifffile.imread(crops["train_labels"])[:3], photometric="minisblack"
+        short_labels, tifffile.imread(isbi_crops["train_labels"])[:3], photometric="minisblack"
     )
     occupied = tmp_path / "exists.tif"
     occupied.write_bytes(b"")
     out = tmp_path / "m"
-    train = ["train", "--images", str(crops["train"]), "--out", str(out), "--quiet"]
-    train += ["--config", str(crops["config"])]
-    labels = ["--labels", str(crops["train_labels"])]
-    model = ["--model", str(model_dir), "--images", str(crops["test"])]
+    train = ["train", "--images", str(isbi_crops["train"]), "--out", str(out), "--quiet"]
+    train += ["--config", str(isbi_crops["config"])]
+    labels = ["--labels", str(isbi_crops["train_labels"])]
+    model = ["--model", str(model_dir), "--images", str(isbi_crops["test"])]
     cases = [
         ([*train[:6], *labels, "--label-values", "255=background"], "names only the class"),
         ([*train, *labels, "--label-values", "255=background"], "0 that have no class"),
@@ -281,7 +258,7 @@ def test_bad_input_exits_2_with_one_clear_line_and_no_traceback(crops, model_dir
         ([*train, *labels, "--label-values", ISBI, "--from", str(tmp_path)], "config.json"),
         (["predict", *model, "--out", str(occupied)], "already exists"),
         (["predict", *model, "--out", str(tmp_path / "c.tif"), "--cam", "cams"], "for classif"),
-        (["evaluate", *model, "--labels", str(crops["train_labels"])], "model knows only"),
+        (["evaluate", *model, "--labels", str(isbi_crops["train_labels"])], "model knows only"),
         (["predict", "--model", str(tmp_path), "--images", "x.tif", "--out", "y.tif"], "model"),
     ]
     for argv, words in cases:

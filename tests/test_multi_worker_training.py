@@ -24,16 +24,6 @@ import pytest
 import tifffile
 
 ISBI = "255=background,0=membrane"
-TINY = {
-    "network": {"depth": 2, "base_filters": 4},
-    "patch_size": 64,
-    "batch_size": 2,
-    "epochs": 2,
-    "steps_per_epoch": 2,
-    "validation_fraction": 0.2,
-    "tile_size": 64,
-    "tile_overlap": 8,
-}
 # A hung collective fails the test after this long instead of blocking the suite.
 TIMEOUT_S = 240
 # `dlbio train ARGV...` (from argv[2]) that also saves its final weights to argv[1] (.npz).
@@ -58,19 +48,6 @@ from napari_dlbio.cli import main
 
 sys.exit(main(sys.argv[2:]))
 """
-
-
-@pytest.fixture(scope="module")
-def crops(isbi_dir, tmp_path_factory):
-    """Slices 0-4 of ISBI 2012, 96 x 128 pixels, with their labels and the tiny settings."""
-    folder = tmp_path_factory.mktemp("crops")
-    paths = {"images": folder / "images.tif", "labels": folder / "labels.tif"}
-    for name, source in (("images", "train-volume.tif"), ("labels", "train-labels.tif")):
-        data = tifffile.imread(isbi_dir / source)[:5, :96, :128]
-        tifffile.imwrite(paths[name], data, photometric="minisblack")
-    paths["config"] = folder / "tiny.json"
-    paths["config"].write_text(json.dumps(TINY))
-    return paths
 
 
 class Worker:
@@ -198,14 +175,16 @@ def _assert_same_weights(first: Path, second: Path) -> None:
             np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
 
 
-def _argv(crops, *extra: str) -> list[str]:
+def _argv(crops: dict[str, Path], *extra: str) -> list[str]:
     return [
-        "--images", str(crops["images"]), "--labels", str(crops["labels"]),
+        "--images", str(crops["train"]), "--labels", str(crops["train_labels"]),
         "--label-values", ISBI, "--config", str(crops["config"]), *extra,
     ]  # fmt: skip
 
 
-def test_two_workers_train_one_model_and_only_the_chief_saves_it(crops, tmp_path, start_workers):
+def test_two_workers_train_one_model_and_only_the_chief_saves_it(
+    isbi_crops, tmp_path, start_workers
+):
     from napari_dlbio.models.segmentation import predict_segmentation
     from napari_dlbio.models.store import load_model_folder
 
@@ -214,7 +193,7 @@ def test_two_workers_train_one_model_and_only_the_chief_saves_it(crops, tmp_path
     out = shared / "membrane"
     weights = [tmp_path / "chief.npz", tmp_path / "worker.npz"]
     deadline = time.monotonic() + TIMEOUT_S
-    workers = start_workers(_tf_config(2), [out, out], weights, _argv(crops))
+    workers = start_workers(_tf_config(2), [out, out], weights, _argv(isbi_crops))
     codes = _finish_all(workers, deadline)
     chief, worker = workers
 
@@ -226,25 +205,26 @@ def test_two_workers_train_one_model_and_only_the_chief_saves_it(crops, tmp_path
     # No checkpoints, temporary or second folder: the chief's model folder only.
     assert [path.name for path in shared.iterdir()] == ["membrane"]
     history = json.loads((out / "history.json").read_text())
-    assert len(history["loss"]) == TINY["epochs"]
+    epochs = json.loads(isbi_crops["config"].read_text())["epochs"]
+    assert len(history["loss"]) == epochs
     # The workers agreed on every figure and hold the same weights.
-    assert len(chief.epoch_lines()) == TINY["epochs"]
+    assert len(chief.epoch_lines()) == epochs
     assert chief.epoch_lines() == worker.epoch_lines()
     _assert_same_weights(*weights)
 
     model = load_model_folder(out)
-    images = tifffile.imread(crops["images"])[:1]
+    images = tifffile.imread(isbi_crops["train"])[:1]
     mask = predict_segmentation(model, images).mask
     assert mask.shape == (1, 96, 128)
     assert set(np.unique(mask)) <= {0, 1}
 
 
-def test_ctrl_c_on_one_slurm_task_stops_both_at_the_same_batch(crops, tmp_path, start_workers):
+def test_ctrl_c_on_one_slurm_task_stops_both_at_the_same_batch(isbi_crops, tmp_path, start_workers):
     # Each worker is given its own --out, as on nodes without a shared file system.
     outs = [tmp_path / "chief" / "membrane", tmp_path / "worker" / "membrane"]
     weights = [tmp_path / "chief.npz", tmp_path / "worker.npz"]
     deadline = time.monotonic() + TIMEOUT_S
-    workers = start_workers(_slurm(2), outs, weights, _argv(crops, "--epochs", "500"))
+    workers = start_workers(_slurm(2), outs, weights, _argv(isbi_crops, "--epochs", "500"))
     chief, worker = workers
     worker.wait_for("epoch 1/500", deadline)
     worker.process.send_signal(signal.SIGINT)
@@ -262,13 +242,13 @@ def test_ctrl_c_on_one_slurm_task_stops_both_at_the_same_batch(crops, tmp_path, 
     assert not outs[1].parent.exists()  # the worker wrote nothing
 
 
-def test_the_time_budget_stops_both_workers_at_the_same_batch(crops, tmp_path, start_workers):
+def test_the_time_budget_stops_both_workers_at_the_same_batch(isbi_crops, tmp_path, start_workers):
     # Each worker measures its own time; they stop on the time they agree on, and the
     # learning rate, which decays with it, stays the same on both.
     outs = [tmp_path / "membrane", tmp_path / "membrane"]
     weights = [tmp_path / "chief.npz", tmp_path / "worker.npz"]
     deadline = time.monotonic() + TIMEOUT_S
-    argv = _argv(crops, "--epochs", "500", "--time-budget", "3")
+    argv = _argv(isbi_crops, "--epochs", "500", "--time-budget", "3")
     workers = start_workers(_tf_config(2), outs, weights, argv)
     codes = _finish_all(workers, deadline)
     chief, worker = workers
