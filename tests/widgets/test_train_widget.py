@@ -83,7 +83,7 @@ def test_a_missing_model_folder_is_reported_and_nothing_changes(
     assert widget.session.current(Task.SEGMENTATION) is None
     np.testing.assert_array_equal(annotation.data, painted)
     widget.start_combo.setCurrentText(NEW_NETWORK)
-    assert widget.segmentation_form.fields["network.depth"].isEnabled()
+    assert widget.segmentation_form.fields["network.depth"].enabled
 
 
 def test_nothing_painted_is_refused_before_any_thread_starts(viewer, isbi, shown_errors) -> None:

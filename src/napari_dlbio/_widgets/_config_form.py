@@ -1,6 +1,18 @@
 """A form over a config dataclass: the main settings shown, the rest under "Advanced".
 
-Initial values come from the config's own defaults (the rules of thumb live there, once).
+Each setting is a magicgui widget (check box, Enum combo box, spin box) in a magicgui
+:class:`~magicgui.widgets.Container`; initial values come from the config's own defaults
+(the rules of thumb live there, once).  Three small pieces are plain Qt, where magicgui
+cannot do the job:
+
+- "Advanced" is superqt's ``QCollapsible``: magicgui has no collapsible container.
+- An optional setting (None = no limit) shows "none" at 0 through the special value text of
+  the native ``QDoubleSpinBox``: magicgui spin boxes have no null value.  For the same
+  reason an optional integer is a float spin box with 0 decimals, since magicgui's integer
+  ``SpinBox`` (superqt's ``QLargeIntSpinBox``) shows no special value text.
+- The number of decimals is set on the native ``QDoubleSpinBox``: magicgui derives it from
+  the step only.
+
 Also here: the settings Train shows for each task, and :class:`ClassTicks`, the classes a
 user ticks (which are boundaries), as magicgui check boxes inside the Qt form.
 """
@@ -12,22 +24,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from magicgui.widgets import CheckBox, Container
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import ValueWidget
+from qtpy.QtWidgets import QFormLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from napari_dlbio.core.config import JsonConfig, apply_changes
 
 _NONE = "none"
+#: Settings whose 0 means None (no limit), besides those whose default is None.
+_OPTIONAL = ("time_budget_s", "early_stopping_patience")
 
 
 @dataclass(frozen=True)
@@ -104,37 +110,39 @@ CLASSIFIER_SETTINGS = (
 
 
 class ConfigForm(QWidget):
-    """Widgets for ``settings`` of ``defaults``; :meth:`config` builds a validated config."""
+    """magicgui fields for ``settings`` of ``defaults``; :meth:`config` builds a validated
+    config.
+
+    Attributes
+    ----------
+    fields
+        The magicgui widget of each setting, by the setting's first config key.
+    """
 
     def __init__(self, defaults: JsonConfig, settings: Sequence[Setting]) -> None:
         super().__init__()
         self.defaults = defaults
         self.settings = list(settings)
-        self.fields: dict[str, QWidget] = {}
-        main, advanced = QFormLayout(), QFormLayout()
+        self.fields: dict[str, ValueWidget] = {
+            setting.keys[0]: _field(setting, _get(defaults, setting.keys[0]))
+            for setting in self.settings
+        }
+        main, advanced = Container(), Container()
+        main.margins = (0, 0, 0, 0)
         for setting in self.settings:
-            field = self._field(setting, _get(defaults, setting.keys[0]))
-            self.fields[setting.keys[0]] = field
-            (advanced if setting.advanced else main).addRow(setting.label, field)
+            # appended, not passed as widgets=: magicgui lines labels up only then
+            (advanced if setting.advanced else main).append(self._at(setting))
         more = QCollapsible("Advanced")
-        inner = QWidget()
-        inner.setLayout(advanced)
-        more.addWidget(inner)
+        more.addWidget(advanced.native)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(main)
+        layout.addWidget(main.native)
         layout.addWidget(more)
 
     def set_value(self, key: str, value: Any) -> None:
         """Put a config value (in config units) into the field of ``key``."""
         setting = next(s for s in self.settings if s.keys[0] == key)
-        field = self.fields[key]
-        if isinstance(field, QCheckBox):
-            field.setChecked(bool(value))
-        elif isinstance(field, QComboBox):
-            field.setCurrentText(value.value)
-        else:
-            _set_number(field, value, setting.factor)
+        self.fields[key].value = _to_form(value, setting.factor)
 
     def values(self, training_only: bool = False) -> dict[str, Any]:
         """Config values by dotted key, optionally only the training settings."""
@@ -154,48 +162,20 @@ class ConfigForm(QWidget):
         """Enable or disable the network fields (a fine-tuned model keeps its own)."""
         for setting in self.settings:
             if not setting.training:
-                self.fields[setting.keys[0]].setEnabled(enabled)
+                self._at(setting).enabled = enabled
 
-    def _field(self, setting: Setting, default: Any) -> QWidget:
-        optional = default is None or setting.keys[0] in (
-            "time_budget_s",
-            "early_stopping_patience",
-        )
-        if isinstance(default, bool):
-            box = QCheckBox()
-            box.setChecked(default)
-            return box
-        if isinstance(default, Enum):
-            combo = QComboBox()
-            combo.addItems([member.value for member in type(default)])
-            combo.setCurrentText(default.value)
-            return combo
-        if isinstance(default, float) or setting.factor != 1.0:
-            spin: QSpinBox | QDoubleSpinBox = QDoubleSpinBox()
-            spin.setDecimals(setting.decimals)
-            spin.setSingleStep(10 ** -min(setting.decimals, 3))
-        else:
-            spin = QSpinBox()
-        spin.setRange(0, int(setting.maximum) if isinstance(spin, QSpinBox) else setting.maximum)
-        if optional:
-            spin.setSpecialValueText(_NONE)  # shown at 0: no limit
-        _set_number(spin, default, setting.factor)
-        return spin
+    def _at(self, setting: Setting) -> ValueWidget:
+        return self.fields[setting.keys[0]]
 
     def _read(self, setting: Setting) -> Any:
-        field = self.fields[setting.keys[0]]
-        if isinstance(field, QCheckBox):
-            return field.isChecked()
+        value = self._at(setting).value
         default = _get(self.defaults, setting.keys[0])
-        if isinstance(field, QComboBox):
-            return type(default)(field.currentText())
-        value = field.value()
-        if field.specialValueText() == _NONE and value == 0:
+        if isinstance(default, bool | Enum):
+            return value
+        if value == 0 and _optional(setting, default):
             return None
         value *= setting.factor
-        if isinstance(default, int) and not isinstance(default, bool):
-            return round(value)
-        return float(value)
+        return round(value) if isinstance(default, int) else float(value)
 
 
 class ClassTicks(QWidget):
@@ -244,9 +224,36 @@ class ClassTicks(QWidget):
             box.value = box.text in names
 
 
-def _set_number(spin: QSpinBox | QDoubleSpinBox, value: Any, factor: float) -> None:
-    number = 0.0 if value is None else value / factor  # 0 shows "none"
-    spin.setValue(round(number) if isinstance(spin, QSpinBox) else number)
+def _field(setting: Setting, default: Any) -> ValueWidget:
+    """A magicgui widget showing ``default`` (a config value) in the form's units."""
+    if isinstance(default, bool):
+        return CheckBox(value=default, label=setting.label)
+    if isinstance(default, Enum):
+        choices = [(member.value, member) for member in type(default)]
+        return ComboBox(choices=choices, value=default, label=setting.label)
+    optional = _optional(setting, default)
+    integer = isinstance(default, int) and setting.factor == 1.0
+    if integer and not optional:
+        return SpinBox(value=default, max=int(setting.maximum), label=setting.label)
+    decimals = 0 if integer else setting.decimals
+    spin = FloatSpinBox(max=setting.maximum, step=10 ** -min(decimals, 3), label=setting.label)
+    spin.native.setDecimals(decimals)  # magicgui derives decimals from the step only
+    if optional:
+        spin.native.setSpecialValueText(_NONE)  # shown at 0: no limit
+    spin.value = _to_form(default, setting.factor)
+    return spin
+
+
+def _optional(setting: Setting, default: Any) -> bool:
+    """Whether 0 on the form means None (no limit) in the config."""
+    return default is None or setting.keys[0] in _OPTIONAL
+
+
+def _to_form(value: Any, factor: float) -> Any:
+    """A config value in the form's units (None shows as 0, "none")."""
+    if value is None:
+        return 0
+    return value if factor == 1.0 else value / factor
 
 
 def _get(config: JsonConfig, key: str) -> Any:
