@@ -127,7 +127,7 @@ def test_start_from_lists_the_built_in_models_of_the_task(viewer, isbi, leaves) 
 
     assert choices()[-2:] == ["built-in em-membranes", "built-in em-membranes-mitochondria"]
     widget.start_combo.setCurrentText("built-in em-membranes")
-    assert widget._model_source() == "builtin:em-membranes"
+    assert widget._request().start == "builtin:em-membranes"
     widget.image_combo.select(leaves)
     assert choices()[-1] == "built-in plantvillage-15"
     assert "built-in em-membranes" not in choices()

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dlbio._layers import ROLE_KEY, Placement
+from napari_dlbio.core.config import Task
 from napari_dlbio.core.io import reread_resized_photos
 
 
@@ -238,11 +239,24 @@ def class_stack_metadata(layer: Layer | None) -> tuple[list[str], np.ndarray] | 
     return list(metadata["class_names"]), np.asarray(metadata["class_indices"], dtype=np.int64)
 
 
+def task_of(layer: Layer | None) -> Task:
+    """Classification for a leaf stack with class metadata, segmentation otherwise."""
+    if class_stack_metadata(layer) is not None:
+        return Task.CLASSIFICATION
+    return Task.SEGMENTATION
+
+
 def annotation_class_names(layer: Labels | None) -> list[str]:
     """Class names stored with an annotation layer (empty when it has none)."""
     if layer is None:
         return []
     return [str(name) for name in layer.metadata.get("class_names", ())]
+
+
+def default_class_names(annotation: np.ndarray) -> list[str]:
+    """Class names for an annotation without any: background and one per painted label."""
+    classes = max(int(annotation.max(initial=0)), 2)
+    return ["background", *(f"class {k}" for k in range(1, classes))]
 
 
 def slice_at(viewer: Any, layer: Layer) -> int:

@@ -1,9 +1,10 @@
 """What the widgets' model combo boxes offer: the current model, a folder, a new network and
-the built-in models ("built-in em-membranes")."""
+the built-in models ("built-in em-membranes"), and which model a choice means."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QWidget
@@ -12,10 +13,17 @@ from napari_dlbio._widgets._common import connect_while_alive
 from napari_dlbio._widgets._session import Session
 from napari_dlbio.core.builtin_models import BUILTIN_PREFIX, BuiltinModel, builtin_models
 from napari_dlbio.core.config import Task
+from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.engine.protocol import ModelHandle
 
 NEW_NETWORK, CURRENT_MODEL, MODEL_FOLDER = "a new network", "the current model", "a model folder"
 CHOICE_PREFIX = "built-in "
+_NO_MODEL = {
+    Task.SEGMENTATION: "there is no segmentation model yet; train one on this image (Train) "
+    "or choose a model folder.",
+    Task.CLASSIFICATION: "there is no classifier yet (a segmentation model cannot classify "
+    "images); train one on this leaf stack (Train) or choose a model folder.",
+}
 
 
 def builtin_choices(task: Task) -> list[str]:
@@ -34,6 +42,30 @@ def builtin_record(choice: str) -> BuiltinModel | None:
     """The package's record of a built-in model's choice (read, not loaded or checked)."""
     reference = builtin_reference(choice)
     return next((model for model in builtin_models() if model.reference == reference), None)
+
+
+def model_source(choice: str, folder: str, session: Session, task: Task) -> str:
+    """The model a combo box's ``choice`` means, as the engine loads it.
+
+    A model folder or package (the text of the folder field, ``folder``), a built-in model
+    (``builtin:NAME``) or else the session's current model of ``task``.
+
+    Raises
+    ------
+    DlbioError
+        When the folder field is empty, or the session has no current model of ``task``.
+    """
+    if choice == MODEL_FOLDER:
+        if not folder:
+            raise DlbioError("choose a model folder or a bioimage.io package (.zip).")
+        return str(Path(folder).expanduser().resolve())
+    builtin = builtin_reference(choice)
+    if builtin is not None:
+        return builtin
+    model = session.current(task)
+    if model is None:
+        raise DlbioError(_NO_MODEL[task])
+    return model.source
 
 
 def set_choices(combo: QComboBox, choices: Sequence[str], preferred: str | None = None) -> None:

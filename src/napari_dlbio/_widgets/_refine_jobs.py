@@ -22,7 +22,12 @@ from napari_dlbio._layers import (
     prediction_layers,
 )
 from napari_dlbio._widgets._agreement import aligned
-from napari_dlbio._widgets._common import annotation_class_names, image_data, placement_of
+from napari_dlbio._widgets._common import (
+    annotation_class_names,
+    default_class_names,
+    image_data,
+    placement_of,
+)
 from napari_dlbio._widgets._engine import SessionEngine
 from napari_dlbio._widgets._jobs import Job
 from napari_dlbio.core.builtin_models import BuiltinModel
@@ -131,7 +136,7 @@ class TunerSlot:
             start = builtin.reference
             n_classes = len(builtin.classes)
         else:
-            names = annotation_class_names(annotation) or default_names(snapshot)
+            names = annotation_class_names(annotation) or default_class_names(snapshot)
             config = (config or SegmentationConfig.interactive()).replace(
                 class_names=tuple(names), input_channels=3 if image.rgb else 1
             )
@@ -230,9 +235,3 @@ def most_uncertain_point(
     index = (z, y, x) if uncertainty.ndim == 3 else (y, x)
     pairs = zip(uncertainty.translate, uncertainty.scale, index, strict=True)
     return tuple(float(t + s * i) for t, s, i in pairs)
-
-
-def default_names(annotation: np.ndarray) -> list[str]:
-    """Class names for an annotation without any: background and one per painted label."""
-    classes = max(int(annotation.max(initial=0)), 2)
-    return ["background", *(f"class {k}" for k in range(1, classes))]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +24,10 @@ from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
     annotation_class_names,
-    class_stack_metadata,
     connect_while_alive,
+    default_class_names,
     has_role,
-    painted_slices,
-    spatial_shape,
-    training_images,
+    task_of,
 )
 from napari_dlbio._widgets._config_form import (
     CLASSIFIER_SETTINGS,
@@ -45,32 +41,21 @@ from napari_dlbio._widgets._model_choices import (
     MODEL_FOLDER,
     NEW_NETWORK,
     builtin_choices,
-    builtin_reference,
     set_choices,
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._plot import LossPlot
+from napari_dlbio._widgets._train_job import TrainOutcome, train_request
 from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.classifier_config import ClassifierConfig
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import EpochEnded, Event, RunState, TrainingStarted
-from napari_dlbio.core.labels import check_annotation
 from napari_dlbio.core.segmentation_config import SegmentationConfig
 from napari_dlbio.engine.protocol import ModelHandle, Train, Trained
 
 #: A first run that fits a laptop's lunch break; early stopping may end it sooner.
 DEFAULT_TIME_BUDGET_S = 600.0
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    """What a training run gave: the model's handle, how the run ended (``fit``) and
-    the folder the user chose for it (None: kept in the session's scratch folder)."""
-
-    model: ModelHandle
-    fit: Trained
-    saved: Path | None
 
 
 class TrainWidget(JobWidget):
@@ -148,9 +133,7 @@ class TrainWidget(JobWidget):
     @property
     def task(self) -> Task:
         """Classification for a leaf stack with class metadata, segmentation otherwise."""
-        if class_stack_metadata(self.image_combo.layer()) is not None:
-            return Task.CLASSIFICATION
-        return Task.SEGMENTATION
+        return task_of(self.image_combo.layer())
 
     @property
     def form(self) -> ConfigForm:
@@ -189,58 +172,17 @@ class TrainWidget(JobWidget):
             self.status_label.setText("Stopping after this batch; keeping the best weights...")
 
     def _request(self) -> Train:
-        image = self.image_combo.layer()
-        if image is None:
-            raise DlbioError("open an image (or a sample) first.")
-        channels = 3 if image.rgb else 1
-        classes = class_stack_metadata(image)
-        roles: dict[str, Any] = {}
-        slices = None
-        if classes is not None:
-            names, targets = classes
-            fixed: dict[str, Any] = {"class_names": tuple(names), "input_channels": channels}
-        else:
-            annotation = self.annotation_combo.layer()
-            if annotation is None:
-                raise DlbioError("create an annotation layer (Data & annotation) and paint on it.")
-            # A snapshot: the user may keep painting while the network trains.
-            targets = np.array(annotation.data, dtype=np.uint8, copy=True)
-            names = annotation_class_names(annotation) or _default_names(targets)
-            check_annotation(targets, len(names), spatial_shape(image) + (channels,) * image.rgb)
-            slices = painted_slices(image, targets)
-            targets = targets if slices is None else targets[slices]
-            ticked = self.boundary_classes.ticked()
-            fixed = {"class_names": tuple(names), "input_channels": channels}
-            # A fine-tuned model keeps its own roles unless the user ticks some.
-            roles = {"boundary_classes": ticked} if ticked else {}
-        chosen = self.save_to.text()
-        return Train(
-            task=self.task,
-            images=training_images(image, slices),
-            targets=np.asarray(targets),
-            config=self.form.config(**fixed, **roles),
-            save_to=str(Path(chosen).expanduser().resolve() if chosen else self._scratch()),
-            training={**self.form.values(training_only=True), **roles},
-            start=self._model_source(),
+        """The request for the chosen layers and the form (see :func:`train_request`)."""
+        return train_request(
+            self.image_combo.layer(),
+            self.annotation_combo.layer(),
+            self.form,
+            self.session,
+            boundary_classes=self.boundary_classes.ticked(),
+            start=self.start_combo.currentText(),
+            start_folder=self.start_folder.text(),
+            save_to=self.save_to.text(),
         )
-
-    def _scratch(self) -> Path:
-        """Where an unsaved model is kept, so that a restarted engine can load it again."""
-        return self.session.engine.scratch_folder()
-
-    def _model_source(self) -> str | None:
-        """The model to fine-tune as the engine loads it; None for a new network."""
-        start = self.start_combo.currentText()
-        if start == CURRENT_MODEL:
-            model = self.session.current(self.task)
-            if model is None:
-                raise DlbioError("there is no current model; train one or choose a model folder.")
-            return model.source
-        if start == MODEL_FOLDER:
-            if not self.start_folder.text():
-                raise DlbioError("choose the model folder or .zip package to fine-tune.")
-            return str(Path(self.start_folder.text()).expanduser().resolve())
-        return builtin_reference(start)
 
     def _on_event(self, event: Event) -> None:
         stopping = self.job is not None and self.job.state is RunState.STOPPING
@@ -262,15 +204,9 @@ class TrainWidget(JobWidget):
         model = ModelHandle.of(fit.model, saved=self._saving)
         outcome = self.outcome = TrainOutcome(model, fit, model.path)
         previous = self.session.current(model.task)
-        stopped = fit.state is RunState.CANCELLED
-        how = f"{'stopped' if stopped else 'trained'}, best epoch {fit.best_epoch}"
         # A stopped run never silently displaces a model the user already has.
-        self.session.add(model, how, make_current=not stopped or previous is None)
-        where = f"saved to {outcome.saved}" if outcome.saved else "in memory; Export saves it"
-        text = (
-            f"{'Stopped' if stopped else 'Done'} after {fit.seconds:.0f} s, "
-            f"{fit.stop_reason.value}; kept the weights of epoch {fit.best_epoch} ({where})."
-        )
+        self.session.add(model, outcome.how, make_current=not outcome.stopped or previous is None)
+        text = outcome.summary()
         if self.session.current(model.task) is not model:
             text += (
                 f" The current model is still {self.session.label(previous)}; choose the "
@@ -322,7 +258,7 @@ class TrainWidget(JobWidget):
             self._watched.add(annotation)
         names = annotation_class_names(annotation)
         if not names and annotation is not None and isinstance(annotation.data, np.ndarray):
-            names = _default_names(annotation.data)
+            names = default_class_names(annotation.data)
         self.boundary_classes.set_names(names[1:])
         if not names:
             hint = "Choose an annotation to list its classes."
@@ -331,8 +267,3 @@ class TrainWidget(JobWidget):
         else:
             hint = "None ticked: the model keeps its own boundary classes."
         self.boundary_classes.hint.setText(hint)
-
-
-def _default_names(annotation: np.ndarray) -> list[str]:
-    classes = max(int(annotation.max()), 2)
-    return ["background", *(f"class {k}" for k in range(1, classes))]
