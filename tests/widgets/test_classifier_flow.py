@@ -7,8 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 
+from napari_dlbio._widgets._classes_panel import PREDICTIONS_KEY
 from napari_dlbio._widgets._model_choices import CURRENT_MODEL
-from napari_dlbio._widgets.predict_widget import PREDICTIONS_KEY, WHOLE_STACK, PredictWidget
+from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
 from napari_dlbio._widgets.train_widget import TrainWidget
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,27 +11,24 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QTableWidget,
     QVBoxLayout,
 )
 
-from napari_dlbio._layers import accuracy_text, classification_text
+from napari_dlbio._layers import accuracy_text
 from napari_dlbio._widgets._base import JobWidget
+from napari_dlbio._widgets._classes_panel import ClassesPanel
 from napari_dlbio._widgets._common import (
     LayerCombo,
     PathEdit,
     class_stack_metadata,
-    connect_while_alive,
     current_index,
-    fill_table,
     image_data,
     placement_of,
-    show_canvas_text,
+    task_of,
 )
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
@@ -46,7 +42,7 @@ from napari_dlbio._widgets._model_choices import (
     CURRENT_MODEL,
     MODEL_FOLDER,
     builtin_choices,
-    builtin_reference,
+    model_source,
     set_choices,
 )
 from napari_dlbio._widgets._model_picker import ModelPicker
@@ -62,14 +58,6 @@ from napari_dlbio.core.events import RunState
 from napari_dlbio.engine.protocol import ModelHandle
 
 CURRENT_SLICE, SLICE_RANGE, WHOLE_STACK = (scope.value for scope in Scope)
-CLASS_COLUMNS = ("image", "predicted", "probability", "true", "trained on")
-PREDICTIONS_KEY = "dlbio_predictions"
-_NO_MODEL = {
-    Task.SEGMENTATION: "there is no segmentation model yet; train one on this image (Train) "
-    "or choose a model folder.",
-    Task.CLASSIFICATION: "there is no classifier yet (a segmentation model cannot classify "
-    "images); train one on this leaf stack (Train) or choose a model folder.",
-}
 
 
 class PredictWidget(JobWidget):
@@ -96,12 +84,9 @@ class PredictWidget(JobWidget):
             self._on_done,
             self.metrics.show_object_scores,
         )
-        self.class_table = QTableWidget()
-        self.gradcam_button = QPushButton("Grad-CAM of the current image")
-        self.classes_box = QGroupBox("Classes per image")
-        classes_layout = QVBoxLayout(self.classes_box)
-        classes_layout.addWidget(self.class_table)
-        classes_layout.addWidget(self.gradcam_button)
+        self.classes_box = ClassesPanel(napari_viewer, self.image_combo.layer)
+        self.class_table = self.classes_box.table
+        self.gradcam_button = self.classes_box.gradcam_button
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -128,7 +113,6 @@ class PredictWidget(JobWidget):
         self.gradcam_button.clicked.connect(self.grad_cam)
         self.image_combo.currentIndexChanged.connect(self._update_form)
         self.model_combo.currentIndexChanged.connect(self._update_form)
-        connect_while_alive(napari_viewer.dims.events.current_step, self._show_class_text, self)
         self._set_running(False)
         self._update_form()
 
@@ -210,18 +194,8 @@ class PredictWidget(JobWidget):
 
     def _model_source(self) -> str:
         """The chosen model as the engine loads it: a folder, package or built-in model."""
-        if self.model_combo.currentText() == MODEL_FOLDER:
-            if not self.model_folder.text():
-                raise DlbioError("choose a model folder or a bioimage.io package (.zip).")
-            return str(Path(self.model_folder.text()).expanduser().resolve())
-        builtin = builtin_reference(self.model_combo.currentText())
-        if builtin is not None:
-            return builtin
-        task = self._task()
-        model = self.session.current(task)
-        if model is None:
-            raise DlbioError(_NO_MODEL[task])
-        return model.source
+        choice, folder = self.model_combo.currentText(), self.model_folder.text()
+        return model_source(choice, folder, self.session, task_of(self.image_combo.layer()))
 
     def _show_segmentation(self, outcome: SegmentationOutcome) -> Iterator[None]:
         """Show the result in stages (see :class:`Job`): one layer, then the metrics."""
@@ -251,28 +225,9 @@ class PredictWidget(JobWidget):
         image = self.image_combo.layer()
         if image is None:
             return
-        previous = image.metadata.get(PREDICTIONS_KEY, [])
-        predicted = {row["image"] for row in outcome.rows}
-        rows = [row for row in previous if row["image"] not in predicted] + outcome.rows
-        rows.sort(key=lambda row: row["image"])
-        image.metadata[PREDICTIONS_KEY] = rows
-        fill_table(self.class_table, rows, CLASS_COLUMNS)
-        self.status_label.setText(accuracy_text(rows))
+        self.status_label.setText(accuracy_text(self.classes_box.show_rows(image, outcome.rows)))
         yield
-        self._show_class_text()
-
-    def _show_class_text(self, *_: Any) -> None:
-        text = self._class_text()
-        if text is not None:
-            show_canvas_text(self.viewer, text)
-
-    def _class_text(self) -> str | None:
-        image = self.image_combo.layer()
-        if image is None or PREDICTIONS_KEY not in image.metadata:
-            return None
-        return classification_text(
-            image.metadata[PREDICTIONS_KEY], current_index(self.viewer, image)
-        )
+        self.classes_box.show_canvas_text()
 
     def _keep_model(self, model: ModelHandle) -> None:
         """A model loaded from a folder joins the session as the current one of its task.
@@ -288,11 +243,6 @@ class PredictWidget(JobWidget):
         else:
             self.session.add(model, f"loaded from {model.path.name if model.path else 'a folder'}")
 
-    def _task(self) -> Task:
-        if class_stack_metadata(self.image_combo.layer()) is not None:
-            return Task.CLASSIFICATION
-        return Task.SEGMENTATION
-
     def _on_done(self, state: RunState) -> None:
         self._set_running(False)
         if state is RunState.CANCELLED:
@@ -307,7 +257,7 @@ class PredictWidget(JobWidget):
         self.objects.set_running(running)
 
     def _update_form(self, *_: Any) -> None:
-        task = self._task()
+        task = task_of(self.image_combo.layer())
         # Until a model is trained or loaded, the task's built-in model is the one to use.
         builtins = builtin_choices(task)
         first = builtins[0] if builtins and self.session.current(task) is None else None
@@ -315,9 +265,9 @@ class PredictWidget(JobWidget):
         from_folder = self.model_combo.currentText() == MODEL_FOLDER
         self.model_folder.setVisible(from_folder)
         self.model_folder_label.setVisible(from_folder)
-        self.model_picker.set_task(self._task())
+        self.model_picker.set_task(task)
         self.scope_form.refresh()
-        classifier = self._task() is Task.CLASSIFICATION
+        classifier = task is Task.CLASSIFICATION
         self.metrics.setVisible(not classifier)
         self.objects.setVisible(not classifier)
         self.classes_box.setVisible(classifier)
