@@ -10,10 +10,11 @@ from napari.layers import Layer
 from skimage.measure import label
 
 from napari_dlbio._layers import Placement, prediction_layers
+from napari_dlbio._widgets._agreement_controls import WHOLE_STACK
 from napari_dlbio._widgets._burst_settings import BURST_SECONDS
 from napari_dlbio._widgets._common import current_index
 from napari_dlbio._widgets._model_choices import CURRENT_MODEL, NEW_NETWORK
-from napari_dlbio._widgets.refine_widget import WHOLE_STACK, RefineWidget
+from napari_dlbio._widgets.refine_widget import RefineWidget
 from napari_dlbio.core.config import Task
 from napari_dlbio.core.events import RunState
 from napari_dlbio.core.segmentation_config import SegmentationConfig, UNetConfig

@@ -41,6 +41,23 @@ def _disconnect(emitter: Any, callback: Callable[..., Any]) -> None:
         emitter.disconnect(callback)
 
 
+class Connections:
+    """Callbacks connected to napari or psygnal events until replaced by others, or until
+    ``widget`` is destroyed: a widget following the layers the user chose."""
+
+    def __init__(self, widget: QObject) -> None:
+        self._widget = widget
+        self._pairs: list[tuple[Any, Callable[..., Any]]] = []
+
+    def replace(self, pairs: Sequence[tuple[Any, Callable[..., Any]]]) -> None:
+        """Disconnect the callbacks connected so far, then connect each (emitter, callback)."""
+        for emitter, callback in self._pairs:
+            _disconnect(emitter, callback)
+        self._pairs = list(pairs)
+        for emitter, callback in self._pairs:
+            connect_while_alive(emitter, callback, self._widget)
+
+
 class LayerCombo(QComboBox):
     """A drop-down of the viewer's layers of one type, kept up to date by name.
 
