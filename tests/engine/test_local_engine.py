@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from napari_dlbio.core.events import Event, Finished, RunState, SlicePredicted, run_to_end
-from napari_dlbio.engine.local import LocalEngine
+from napari_dlbio.engine.local import BACKGROUND_NICENESS, LocalEngine
 from napari_dlbio.engine.protocol import ArrayFeed, EngineDied, LoadModel, Ping, PredictSlices
 from napari_dlbio.engine.transport import SharedFiles
 
@@ -88,3 +88,11 @@ def test_a_killed_engine_fails_its_job_clearly_and_the_next_request_starts_one(
     events, _ = _events(engine.run(PredictSlices(MODEL, isbi_volume[:1, :128, :128])))
     assert isinstance(events[-1], Finished)
     assert events[-1].state is RunState.DONE
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="CPU priority is a Unix notion")
+def test_the_engine_runs_below_the_window_it_serves(engine) -> None:
+    # The window gets a busy machine's cores first: the engine runs at a lower priority.
+    engine.call(Ping())
+    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, engine.pid) == expected

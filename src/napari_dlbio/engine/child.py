@@ -1,11 +1,12 @@
 """The engine process of a LocalEngine: ``python -m napari_dlbio.engine.child``.
 
-The parent writes one JSON line to its standard input: the key and the shared-memory
-files' folder and prefix.  The child listens on a fresh local address (a Unix socket, a
-named pipe on Windows), writes that address as one JSON line to standard output, accepts
-one connection, authenticates it and serves it until it closes.  It also ends when its
-standard input closes: the parent closed it, or died.  It imports the engine package and,
-in the engine's handlers, the models package: never napari or Qt.
+The parent writes one JSON line to its standard input: the key, the shared-memory files'
+folder and prefix, and how much to lower the child's CPU priority. The child listens on a
+fresh local address (a Unix socket, a named pipe on Windows), writes that address as one
+JSON line to standard output, accepts one connection, authenticates it and serves it until
+it closes. It also ends when its standard input closes: the parent closed it, or died. It
+imports the engine package and, in the engine's handlers, the models package: never napari
+or Qt.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> None:
     """Serve the parent's one connection, then end the process."""
     logging.basicConfig(level=logging.WARNING, format="dlbio engine: %(message)s")
     settings = json.loads(sys.stdin.buffer.readline())
+    if settings["niceness"] and hasattr(os, "nice"):  # before any thread: they inherit it
+        os.nice(settings["niceness"])
     key = bytes.fromhex(settings["key"])
     shared = SharedFiles(settings["folder"], settings["prefix"], "engine")
     listener = Listener()
