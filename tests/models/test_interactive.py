@@ -125,9 +125,10 @@ def test_a_cancelled_burst_stops_at_once():
     tuner = FineTuner(CONFIG, **BURSTS)
     events = []
     run_to_end(
-        tuner.iter_burst(images, _scribbles(truth), seconds=math.inf, steps=30, cancel=cancel),
+        tuner.iter_burst(images, _scribbles(truth), seconds=12.5, steps=30, cancel=cancel),
         events.append,
     )
+    assert events[0].time_budget_s == 12.5  # the length a progress bar shows
     assert events[-1] == Finished(RunState.CANCELLED)
     assert not any(isinstance(event, BatchEnded) for event in events)
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from napari.utils import progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
@@ -88,6 +89,26 @@ def test_stop_ends_the_job_with_its_result_and_cancelled_state(wait_until) -> No
     wait_until(lambda: not job.running)
     assert states == [RunState.CANCELLED]
     assert len(results) == 1
+
+
+@pytest.mark.parametrize("own_bar", [True, False])
+def test_a_job_shows_its_progress_in_one_place(wait_until, own_bar) -> None:
+    # napari's activity dock lists a job only when its widget has no bar of its own:
+    # napari's indicator redraws the window 33 times a second while a progress is open.
+    started = threading.Event()
+    job = Job(
+        _waiting_training,
+        started,
+        description="Training",
+        bar=QProgressBar() if own_bar else None,
+    )
+    job.start()
+    wait_until(started.is_set)
+    listed = [p for p in progress._all_instances if p.desc.startswith("Training")]
+    job.stop()
+    wait_until(lambda: not job.running)
+    assert len(listed) == (0 if own_bar else 1)
+    assert not any(p.desc.startswith("Training") for p in progress._all_instances)
 
 
 @pytest.mark.parametrize("error", [InputDataError("bad stack"), RuntimeError("boom")])

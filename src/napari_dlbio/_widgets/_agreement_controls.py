@@ -107,6 +107,7 @@ class AgreementControls:
     def refresh(self) -> None:
         """Show how the prediction agrees with the painted and the accepted pixels of the
         current slice, and outline the accepted ones."""
+        self._timer.stop()  # a refresh scheduled before now has nothing left to show
         annotation, prediction = self._chosen()
         if annotation is None or prediction is None:
             self.agreement_label.setText("Choose an annotation and a prediction mask.")

@@ -10,7 +10,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
-    QProgressBar,
     QSpinBox,
 )
 
@@ -48,27 +47,21 @@ class BurstSettings:
 
 
 class BurstProgress:
-    """A burst's progress in the widget's bar and status line: seconds of its length."""
+    """A burst's step, loss and seconds in the widget's status line (its bar is the job's)."""
 
-    def __init__(self, bar: QProgressBar, status: QLabel) -> None:
-        self.bar, self.status = bar, status
+    def __init__(self, status: QLabel) -> None:
+        self.status = status
         self._started, self._seconds = 0.0, BURST_SECONDS
-
-    def start(self, seconds: float) -> None:
-        """A burst of ``seconds`` begins."""
-        self._seconds = seconds
 
     def show(self, event: Event) -> None:
         """Show the device when training starts, then the step, loss and seconds."""
         if isinstance(event, TrainingStarted):
             self._started = time.perf_counter()
+            self._seconds = event.time_budget_s or BURST_SECONDS
             self.status.setText(f"Fine-tuning on {event.device}...")
         elif isinstance(event, BatchEnded):
-            seconds = self._seconds
-            elapsed = min(time.perf_counter() - self._started, seconds)
-            self.bar.setRange(0, 1000)
-            self.bar.setValue(int(1000 * elapsed / seconds))
+            elapsed = min(time.perf_counter() - self._started, self._seconds)
             self.status.setText(
                 f"Fine-tuning: step {event.step}, loss {event.loss:.3f} "
-                f"({elapsed:.0f} / {seconds:.0f} s)"
+                f"({elapsed:.0f} / {self._seconds:.0f} s)"
             )

@@ -2,8 +2,9 @@
 
 A job is a generator function that takes a ``cancel`` keyword (a
 :class:`~napari_dlbio.core.events.CancelToken`), yields typed events and returns its result.
-:class:`Job` starts it in a background thread, drives a progress bar in the widget and in
-napari's activity dock, and reports failures as napari notifications that say what to do.
+:class:`Job` starts it in a background thread, drives one progress display (the widget's
+own bar, or napari's activity dock for a widget without one), and reports failures as
+napari notifications that say what to do.
 Failures are caught inside the thread and travel as an event, so a job always ends with its
 ``finished`` signal and the widget always comes back.  The job itself runs in a thread
 started by Python's ``threading`` (see :func:`_relayed`); napari's worker relays its events.
@@ -100,7 +101,11 @@ class Job:
     on_done
         Called in the GUI thread last, with the final :class:`RunState`.
     bar
-        A progress bar of the widget, driven like the activity dock's.
+        The widget's progress bar.  A job with one is not also listed in napari's activity
+        dock: while a napari ``progress`` is open, napari animates an indicator at 33
+        frames a second, and on a software-GL machine redrawing the window for it took
+        about one of two cores away from the engine for the whole job; napari's bar also
+        redraws the window at once for every value it is given.
     """
 
     def __init__(
@@ -122,9 +127,10 @@ class Job:
         self._on_done = on_done
         self._bar = bar
         self._training: tuple[TrainingStarted, float] | None = None
-        self._progress = progress(total=0, desc=description)
+        self._total = 0
+        self._progress = progress(total=0, desc=description) if bar is None else None
         if bar is not None:
-            bar.setRange(0, 0)
+            show_on_bar(bar, 0, 0)
         self.worker: GeneratorWorker = create_worker(
             _relayed,
             function,
@@ -154,7 +160,7 @@ class Job:
         """Ask the job to stop after the current batch or tile; it keeps what it has."""
         if self.running and self.state is RunState.RUNNING:
             self.state = RunState.STOPPING
-            self._progress.set_description(f"{self._description} (stopping)")
+            self._describe(f"{self._description} (stopping)")
         self.cancel_token.cancel()
 
     @property
@@ -196,35 +202,41 @@ class Job:
     def _advance(self, event: Event) -> None:
         if isinstance(event, TrainingStarted):
             self._training = (event, time.monotonic())
-            self._set_progress(
-                0, _PER_MILLE if event.time_budget_s else event.epochs * event.steps_per_epoch
+            self._total = (
+                _PER_MILLE if event.time_budget_s else event.epochs * event.steps_per_epoch
             )
+            self._set_progress(0, self._total)
         elif isinstance(event, BatchEnded) and self._training is not None:
             started, since = self._training
             done = (event.epoch - 1) * event.steps + event.step
             if started.time_budget_s:
-                # Whichever ends the run first: the planned steps or the time budget.
+                # Whichever ends the run first: the planned steps (if any) or the budget.
+                planned = started.epochs * started.steps_per_epoch
                 share = max(
-                    done / max(started.epochs * started.steps_per_epoch, 1),
+                    done / planned if planned else 0.0,
                     (time.monotonic() - since) / started.time_budget_s,
                 )
                 self._set_progress(round(_PER_MILLE * min(share, 1.0)), _PER_MILLE)
             else:
-                self._set_progress(done, self._progress.total)
+                self._set_progress(done, self._total)
         elif isinstance(event, EpochEnded):
-            self._progress.set_description(
-                f"{self._description}: epoch {event.epoch}/{event.epochs}"
-            )
+            self._describe(f"{self._description}: epoch {event.epoch}/{event.epochs}")
         elif isinstance(event, TileDone):
             self._set_progress(event.index, event.total)
 
     def _set_progress(self, done: int, total: int) -> None:
-        if self._progress.total != total:
-            self._progress.total = total
-        self._progress.update(done - self._progress.n)
+        if self._progress is not None:
+            if self._progress.total != total:
+                self._progress.total = total
+            self._progress.update(done - self._progress.n)
         if self._bar is not None:
-            self._bar.setRange(0, total)
-            self._bar.setValue(min(done, total))
+            show_on_bar(self._bar, min(done, total), total)
+
+    def _describe(self, text: str) -> None:
+        """Name the job's stage in napari's activity dock (a widget's bar has its own
+        status line)."""
+        if self._progress is not None:
+            self._progress.set_description(text)
 
     def _returned(self, result: Any) -> None:
         if self.state is RunState.FAILED:
@@ -260,13 +272,33 @@ class Job:
         if self.state in (RunState.RUNNING, RunState.STOPPING):
             # Aborted from napari's activity dock: the generator never returned.
             self.state = RunState.CANCELLED
-        self._progress.close()
+        if self._progress is not None:
+            self._progress.close()
         if self._bar is not None:
             maximum = max(self._bar.maximum(), 1)
-            self._bar.setRange(0, maximum)
-            self._bar.setValue(maximum if self.state is RunState.DONE else self._bar.value())
+            show_on_bar(
+                self._bar, maximum if self.state is RunState.DONE else self._bar.value(), maximum
+            )
         if self._on_done is not None:
             self._on_done(self.state)
+
+
+def show_on_bar(bar: QProgressBar, value: int, maximum: int) -> None:
+    """Show ``value`` of ``maximum`` (0: busy) on ``bar`` with the window's next redraw.
+
+    ``QProgressBar.setValue`` redraws the bar at once whenever its text or length
+    changes, and a window holding napari's OpenGL canvas is then composed again as a
+    whole: on a software-GL machine 30-150 ms per progress event while the engine keeps
+    the cores busy.  With updates paused while the value changes, the bar is drawn
+    together with everything else that changed since the last redraw.
+    """
+    bar.setUpdatesEnabled(False)
+    try:
+        if (bar.minimum(), bar.maximum()) != (0, maximum):
+            bar.setRange(0, maximum)
+        bar.setValue(value)
+    finally:
+        bar.setUpdatesEnabled(True)  # schedules the redraw
 
 
 @dataclass(frozen=True)

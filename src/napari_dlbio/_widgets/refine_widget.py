@@ -70,7 +70,7 @@ class RefineWidget(JobWidget):
         self.uncertain_button = QPushButton("Go to the most uncertain region")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
-        self.progress = BurstProgress(self.progress_bar, self.status_label)
+        self.progress = BurstProgress(self.status_label)
         self.agreement = AgreementControls(napari_viewer, self, self._chosen, self.status_label)
         self.scope_combo = self.agreement.scope_combo
         self.overwrite_check = self.agreement.overwrite_check
@@ -125,9 +125,8 @@ class RefineWidget(JobWidget):
             show_error(f"Cannot fine-tune yet: {error}")
             return None
         self._dirty = False
-        self.progress.start(request.seconds)
         self.status_label.setText("Fine-tuning (the first burst also builds the network)...")
-        self._set_running(True)  # first: creating the job's progress bar runs the event loop
+        self._set_running(True)
         self.job = Job(
             fine_tune_burst,
             self.session.engine,

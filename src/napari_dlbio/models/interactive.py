@@ -180,7 +180,7 @@ class FineTuner:
             if recent.any():
                 fresh = self._sampler(normalised, annotations, centres=recent)
         self._bursts += 1
-        yield TrainingStarted(1, 0, device_description())
+        yield TrainingStarted(1, 0, device_description(), time_budget_s=seconds)
         deadline = time.perf_counter() + seconds
         step = 0
         while time.perf_counter() < deadline and (steps is None or step < steps):
