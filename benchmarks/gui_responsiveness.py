@@ -9,16 +9,22 @@ engine process only (``tensorflow_in_napari_process`` says so at the end): the f
 second after opening the widgets (built, laid out and painted in the GUI thread) is
 reported as ``max_stall_ms_opening_widgets``, starting the engine as
 ``max_stall_ms_engine_warm_up``; the stall before the first batch (copying the data out,
-building the network) is reported on its own as well as inside the training figure.  A
-Correct & fine-tune burst on the current slice gives ``max_stall_ms_fine_tuning``.
+building the network) is reported on its own as well as inside the training figure, and
+``training_batches`` counts the batches trained in the time budget.  Two Correct &
+fine-tune bursts on the current slice give ``max_stall_ms_fine_tuning`` (training and
+re-predicting the slice in the engine); showing a burst's slice is reported apart: the
+first burst adds a one-slice mask layer next to the whole-stack one
+(``max_stall_ms_showing_first_burst``), the second updates it in place
+(``max_stall_ms_showing_next_burst``).
 
 Predicting a second time updates the result layers in place
 (``max_stall_ms_repredicting``); ``napari_add_labels_layer_ms`` is how long napari itself
 takes to add and first draw one Labels layer of the stack's shape, the floor of any stall
 that adds a layer.
 
-Run under a display (``xvfb-run -a``); the last output line is one JSON object with
-``max_stall_ms_training`` and ``max_stall_ms_predicting`` (target: under 100 ms).
+Run under a display (``xvfb-run -a``); the last output line is one JSON object.  Targets:
+``max_stall_ms_training`` and ``max_stall_ms_fine_tuning`` under 50 ms,
+``max_stall_ms_predicting`` at most 1.15 x ``napari_add_labels_layer_ms``.
 
     xvfb-run -a .venv/bin/python benchmarks/gui_responsiveness.py [--smoke]
 """
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_dlbio._widgets.predict_widget import WHOLE_STACK, PredictWidget
     from napari_dlbio._widgets.refine_widget import RefineWidget
     from napari_dlbio._widgets.train_widget import TrainWidget
-    from napari_dlbio.core.events import TrainingStarted
+    from napari_dlbio.core.events import BatchEnded, TrainingStarted
     from napari_dlbio.engine.protocol import Ping
 
     image_data, annotation_data, source = load_stack(args.smoke)
@@ -176,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     meter.enter("preparing")
     started = time.perf_counter()
     train.train_button.click()
-    train.job.worker.yielded.connect(
-        lambda event: meter.enter("training") if isinstance(event, TrainingStarted) else None
-    )
+    batches: list[BatchEnded] = []
+
+    def follow_training(event: Any) -> None:
+        if isinstance(event, TrainingStarted):
+            meter.enter("training")
+        elif isinstance(event, BatchEnded):
+            batches.append(event)
+
+    train.job.worker.yielded.connect(follow_training)
     wait_for(train, timeout_s=600)
     meter.enter("idle")
     training_s = time.perf_counter() - started
@@ -203,18 +215,27 @@ def main(argv: list[str] | None = None) -> int:
     wait_for(predict, timeout_s=600)
     meter.enter("idle")
 
-    # A Correct & fine-tune burst from the trained model, re-predicting the current slice.
+    # Two Correct & fine-tune bursts from the trained model, each re-predicting the
+    # current slice; showing the slice's layers is measured apart from the burst.
     refine = RefineWidget(viewer)
     viewer.window.add_dock_widget(refine, name="Correct & fine-tune")
     refine.image_combo.select(image)
     refine.annotation_combo.select(annotation)
     refine.burst.seconds_spin.setValue(2.0 if args.smoke else 10.0)
-    meter.enter("fine-tuning")
-    refine.fine_tune_button.click()
-    wait_for(refine, timeout_s=600)
-    meter.enter("idle")
-    if refine.job.state.value != "done":
-        raise RuntimeError(f"fine-tuning ended as {refine.job.state.value}")
+    show_burst = refine._show_burst
+    for burst in ("first", "next"):
+
+        def showing(layers: list[Any], burst: str = burst) -> Any:
+            meter.enter(f"showing {burst} burst")
+            return (yield from show_burst(layers))
+
+        refine._show_burst = showing  # the job's on_result: its layers have arrived
+        meter.enter("fine-tuning")
+        refine.fine_tune_button.click()
+        wait_for(refine, timeout_s=600)
+        meter.enter("idle")
+        if refine.job.state.value != "done":
+            raise RuntimeError(f"fine-tuning ended as {refine.job.state.value}")
     add_labels_ms = napari_add_layer_ms(viewer, annotation_data.shape)
 
     preparing = meter.longest.get("preparing", 0.0)
@@ -223,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "shape": list(image_data.shape),
         "device": train.device_label.text().removeprefix("Device: "),
         "training_s": round(training_s, 1),
+        "training_batches": len(batches),
         "predicting_s": round(predicting_s, 1),
         "engine_warm_up_s": round(warm_up_s, 1),
         "max_stall_ms_opening_widgets": round(meter.longest.get("opening widgets", 0.0), 1),
@@ -235,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         "p99_stall_ms_predicting": round(meter.p99("predicting"), 1),
         "max_stall_ms_repredicting": round(meter.longest.get("re-predicting", 0.0), 1),
         "max_stall_ms_fine_tuning": round(meter.longest.get("fine-tuning", 0.0), 1),
+        "max_stall_ms_showing_first_burst": round(meter.longest.get("showing first burst", 0.0), 1),
+        "max_stall_ms_showing_next_burst": round(meter.longest.get("showing next burst", 0.0), 1),
         "napari_add_labels_layer_ms": round(add_labels_ms, 1),
         "tensorflow_in_napari_process": "tensorflow" in sys.modules,
-        "target_ms": 100,
+        "target_ms": 50,
     }
     for key, value in result.items():
         print(f"{key:>32}: {value}")

@@ -36,9 +36,12 @@ def test_gui_benchmark_smoke_run_reports_its_stalls() -> None:
         "max_stall_ms_predicting",
         "max_stall_ms_repredicting",
         "max_stall_ms_fine_tuning",
+        "max_stall_ms_showing_first_burst",
+        "max_stall_ms_showing_next_burst",
         "napari_add_labels_layer_ms",
     ):
         # A 10 ms timer cannot report a gap shorter than its period.
         assert figures[key] >= 5.0, key
     assert figures["shape"] == [5, 512, 512]  # the 5-slice sample
+    assert figures["training_batches"] >= 1
     assert figures["tensorflow_in_napari_process"] is False
