@@ -62,6 +62,12 @@ def test_predicting_through_an_engine_on_a_loopback_port(
     assert f"{image.name} mask" in viewer.layers
     assert engine.call(Ping()).pid == remote_pid
 
+    # The connection breaks (a dropped SSH tunnel): the next request connects again to
+    # the same engine, which kept serving.
+    engine._engine[0].close()
+    assert engine.call(Ping()).pid == remote_pid
+    assert engine.where == address
+
     form.address.value = "127.0.0.1:notaport"
     assert not form.apply()
     assert any("host:port" in text for text in shown_errors())

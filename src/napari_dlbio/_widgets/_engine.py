@@ -13,14 +13,16 @@ Models trained in the engine are written to the session's scratch folder unless 
 chose a folder, so a model never lives only in the engine's memory: after a restart the
 next request loads it again from its folder (see :class:`~.protocol.ModelHandle`).
 Paths in requests are paths on the engine's machine: a remote engine writes that scratch
-folder on its own disk (where it stays after the session), and a lost connection is not
-restarted: the user connects again.
+folder on its own disk (where it stays after the session).  A lost connection to a remote
+engine (a dropped SSH tunnel, say) fails the request then running; the next request
+connects again, with the same address and key.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
@@ -48,6 +50,8 @@ class SessionEngine:
 
     def __init__(self) -> None:
         self._engine: list[LocalEngine | EngineClient] = [LocalEngine()]
+        self._reconnect: Callable[[], EngineClient] | None = None
+        self._lock = threading.Lock()
         self.where = THIS_COMPUTER
         self._scratch = Path(tempfile.mkdtemp(prefix="dlbio-session-"))
         self._models = 0
@@ -71,18 +75,35 @@ class SessionEngine:
             message says what to check).
         """
         key = read_key(key_file)
-        client = connect(host, port, key, key_name=f"the key in {key_file}")
-        self._use(client, f"{host}:{port}")
+
+        def reconnect() -> EngineClient:
+            return connect(host, port, key, key_name=f"the key in {key_file}")
+
+        self._use(reconnect(), f"{host}:{port}", reconnect)
 
     def use_local(self) -> None:
         """Use an engine on this computer from now on (started with the next request)."""
         if not isinstance(self._engine[0], LocalEngine):
-            self._use(LocalEngine(), THIS_COMPUTER)
+            self._use(LocalEngine(), THIS_COMPUTER, None)
 
-    def _use(self, engine: LocalEngine | EngineClient, where: str) -> None:
-        old, self._engine[0] = self._engine[0], engine
-        self.where = where
+    def _use(
+        self,
+        engine: LocalEngine | EngineClient,
+        where: str,
+        reconnect: Callable[[], EngineClient] | None,
+    ) -> None:
+        with self._lock:
+            old, self._engine[0] = self._engine[0], engine
+            self.where, self._reconnect = where, reconnect
         old.close()
+
+    def _live(self) -> LocalEngine | EngineClient:
+        """The engine; a remote one whose connection broke is connected again."""
+        with self._lock:
+            engine = self._engine[0]
+            if isinstance(engine, EngineClient) and engine.closed and self._reconnect:
+                engine = self._engine[0] = self._reconnect()
+            return engine
 
     def run(
         self,
@@ -93,11 +114,11 @@ class SessionEngine:
     ) -> Generator[Event, None, Any]:
         """Run ``request`` in the engine (started first if needed): yield its events and
         return its result; ``feed`` gives the slices of its ArrayFeed."""
-        return (yield from self._engine[0].run(request, feed=feed, cancel=cancel))
+        return (yield from self._live().run(request, feed=feed, cancel=cancel))
 
     def call(self, request: Request) -> Any:
         """Run ``request`` to its end and return its result."""
-        return self._engine[0].call(request)
+        return self._live().call(request)
 
     def job(self, request: Request) -> Callable[..., Generator[Event, None, Any]]:
         """``request`` as a job function for :class:`~._worker.Job` (Stop cancels it)."""
