@@ -327,9 +327,9 @@ def fill_table(
     table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     for c in range(len(columns)):
         table.setColumnWidth(c, min(table.columnWidth(c), _MAX_COLUMN_WIDTH))
-    header = table.horizontalHeader()
-    header.setStretchLastSection(True)
-    table.setMinimumWidth(min(header.length() + table.verticalHeader().width() + 24, 600))
+    # No minimum width from the contents: a dock that widened with every result would
+    # narrow the canvas under the user's eyes (and redraw it in full); wider tables scroll.
+    table.horizontalHeader().setStretchLastSection(True)
 
 
 def text_overlay(viewer: Any) -> Any:
