@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_dlbio._layers import OBJECTS, ROLE_KEY, Placement
 from napari_dlbio._object_layers import objects_layers
-from napari_dlbio._widgets._common import PACKAGE_FILTER
+from napari_dlbio._widgets._fields import PACKAGE_FILTER
 from napari_dlbio._widgets._model_choices import MODEL_FOLDER
 from napari_dlbio._widgets._session import session_for
 from napari_dlbio._widgets.export_widget import PNGS, ExportWidget

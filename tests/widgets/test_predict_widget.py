@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QFileDialog
 
-from napari_dlbio._widgets._common import PACKAGE_FILTER
+from napari_dlbio._widgets._fields import PACKAGE_FILTER
 from napari_dlbio._widgets._metrics_panel import AS_MASK
 from napari_dlbio._widgets._model_choices import MODEL_FOLDER
 from napari_dlbio._widgets._session import session_for

@@ -10,7 +10,8 @@ from napari.utils import progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
-from napari_dlbio._widgets._worker import Job, error_message
+from napari_dlbio._widgets._job_errors import error_message
+from napari_dlbio._widgets._worker import Job
 from napari_dlbio.core.errors import InputDataError
 from napari_dlbio.core.events import BatchEnded, EpochEnded, Finished, RunState, TrainingStarted
 

@@ -28,15 +28,14 @@ from qtpy.QtWidgets import (
 from napari_dlbio._layers import ANNOTATION, OBJECTS, PREDICTION, ROLE_KEY, slice_metrics_text
 from napari_dlbio._object_layers import OBJECT_KIND_KEY, OBJECT_SCORE_COLUMNS, object_score_rows
 from napari_dlbio._widgets._common import (
-    LayerCombo,
     annotation_class_names,
     connect_while_alive,
     fill_table,
-    has_role,
     show_canvas_text,
     slice_at,
     text_overlay,
 )
+from napari_dlbio._widgets._fields import LayerCombo, has_role
 from napari_dlbio._widgets._jobs import Evaluation, Reference, evaluate_job
 from napari_dlbio._widgets._worker import Job
 

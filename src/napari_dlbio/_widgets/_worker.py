@@ -27,6 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
+from napari_dlbio._widgets._job_errors import error_message
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.events import (
     BatchEnded,
@@ -53,30 +54,6 @@ class JobFailed(Event):
     """The job raised ``error``; it is reported in the GUI thread."""
 
     error: BaseException
-
-
-def error_message(error: BaseException, what: str) -> str:
-    """A notification text for a failed job: what went wrong and what to do next.
-
-    Parameters
-    ----------
-    error
-        The exception the job raised.
-    what
-        What the job was doing, e.g. ``"Training"``.
-    """
-    if isinstance(error, DlbioError):
-        return f"{what}: {error}"
-    if _is_out_of_memory(error):
-        return (
-            f"{what} ran out of memory. Lower the batch size or the patch / tile size "
-            "(Advanced), predict the current slice instead of the whole stack, or close other "
-            "programs, then try again."
-        )
-    return (
-        f"{what} failed ({type(error).__name__}: {error}). Your layers are unchanged; check "
-        "that the image, annotation and model belong together and try again."
-    )
 
 
 class Job:
@@ -344,10 +321,3 @@ def _relayed(
         if not finished:
             # The worker was aborted from napari's activity dock: stop the job too.
             cancel.cancel()
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError):
-        return True
-    # TensorFlow's ResourceExhaustedError, by name: the engine reports it as a MemoryError.
-    return any(cls.__name__ == "ResourceExhaustedError" for cls in type(error).__mro__)

@@ -19,12 +19,12 @@ from qtpy.QtWidgets import (
 
 from napari_dlbio._layers import ANNOTATION, ROLE_KEY, annotation_layer
 from napari_dlbio._widgets._common import (
-    LayerCombo,
     annotation_class_names,
     class_stack_metadata,
     placement_of,
     spatial_shape,
 )
+from napari_dlbio._widgets._fields import LayerCombo
 from napari_dlbio._widgets._result_layers import show_layers
 from napari_dlbio.core.errors import DlbioError
 from napari_dlbio.core.labels import annotation_from_dense, annotation_from_mask, parse_label_values

@@ -24,12 +24,7 @@ from qtpy.QtWidgets import (
 from napari_dlbio._layers import GRAD_CAM, OBJECTS, PREDICTION, PROBABILITY, ROLE_KEY, UNCERTAINTY
 from napari_dlbio._object_layers import OBJECT_KIND_KEY
 from napari_dlbio._widgets._base import JobWidget
-from napari_dlbio._widgets._common import (
-    LayerCombo,
-    PathEdit,
-    has_role,
-    image_data,
-)
+from napari_dlbio._widgets._common import image_data
 from napari_dlbio._widgets._export_jobs import (
     export_image,
     export_mask,
@@ -39,6 +34,7 @@ from napari_dlbio._widgets._export_jobs import (
     export_package,
     objects_table,
 )
+from napari_dlbio._widgets._fields import LayerCombo, PathEdit, has_role
 from napari_dlbio._widgets._model_picker import ModelPicker
 from napari_dlbio._widgets._worker import Job, JobFunction
 from napari_dlbio.core.errors import DlbioError

@@ -22,14 +22,13 @@ from napari_dlbio._layers import accuracy_text
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._classes_panel import ClassesPanel
 from napari_dlbio._widgets._common import (
-    LayerCombo,
-    PathEdit,
     class_stack_metadata,
     current_index,
     image_data,
     placement_of,
     task_of,
 )
+from napari_dlbio._widgets._fields import LayerCombo, PathEdit
 from napari_dlbio._widgets._jobs import (
     ClassificationOutcome,
     SegmentationOutcome,

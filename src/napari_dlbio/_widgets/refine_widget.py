@@ -24,13 +24,12 @@ from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._burst_settings import BurstProgress, BurstSettings
 from napari_dlbio._widgets._common import (
     Connections,
-    LayerCombo,
     centre_view_on,
     connect_while_alive,
     current_index,
-    has_role,
     single_shot_timer,
 )
+from napari_dlbio._widgets._fields import LayerCombo, has_role
 from napari_dlbio._widgets._model_choices import StartPicker
 from napari_dlbio._widgets._refine_jobs import (
     BurstRequest,

@@ -21,12 +21,9 @@ from qtpy.QtWidgets import (
 from napari_dlbio._layers import ANNOTATION
 from napari_dlbio._widgets._base import JobWidget
 from napari_dlbio._widgets._common import (
-    LayerCombo,
-    PathEdit,
     annotation_class_names,
     connect_while_alive,
     default_class_names,
-    has_role,
     task_of,
 )
 from napari_dlbio._widgets._config_form import (
@@ -36,6 +33,7 @@ from napari_dlbio._widgets._config_form import (
     ConfigForm,
 )
 from napari_dlbio._widgets._engine_form import EngineForm
+from napari_dlbio._widgets._fields import LayerCombo, PathEdit, has_role
 from napari_dlbio._widgets._model_choices import (
     CURRENT_MODEL,
     MODEL_FOLDER,
