@@ -74,6 +74,14 @@ def test_events_drive_progress_and_the_result_arrives(wait_until) -> None:
     assert not job.running
 
 
+def test_a_bar_whose_total_is_not_known_yet_is_empty_not_busy() -> None:
+    # Qt's busy indicator redraws the window continuously: on a software-GL machine that
+    # takes most of a core from the engine while it loads data and builds the network.
+    bar = QProgressBar()
+    Job(_fake_training, 4, description="Training", bar=bar)
+    assert (bar.minimum(), bar.maximum(), bar.value()) == (0, 1, 0)
+
+
 def test_stop_ends_the_job_with_its_result_and_cancelled_state(wait_until) -> None:
     started = threading.Event()
     results, states = [], []

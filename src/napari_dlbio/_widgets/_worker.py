@@ -261,14 +261,17 @@ class Job:
 
 
 def show_on_bar(bar: QProgressBar, value: int, maximum: int) -> None:
-    """Show ``value`` of ``maximum`` (0: busy) on ``bar`` with the window's next redraw.
+    """Show ``value`` of ``maximum`` on ``bar`` with the window's next redraw.
 
     ``QProgressBar.setValue`` redraws the bar at once whenever its text or length
     changes, and a window holding napari's OpenGL canvas is then composed again as a
     whole: on a software-GL machine 30-150 ms per progress event while the engine keeps
     the cores busy.  With updates paused while the value changes, the bar is drawn
-    together with everything else that changed since the last redraw.
+    together with everything else that changed since the last redraw.  A total not known
+    yet (0) shows an empty bar, not Qt's busy indicator: that one redraws the window
+    continuously, which took two thirds of a core from the engine while it prepared.
     """
+    maximum = max(maximum, 1)
     bar.setUpdatesEnabled(False)
     try:
         if (bar.minimum(), bar.maximum()) != (0, maximum):
