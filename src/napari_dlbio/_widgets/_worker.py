@@ -69,6 +69,12 @@ class Job:
         What the job does, shown in napari's activity dock and in error messages.
     on_event
         Called in the GUI thread with every event except notices and failures.
+    on_note
+        Called in the GUI thread with the text of every routine notice (see
+        :class:`~napari_dlbio.core.events.Notice`), which the widget shows beside its
+        progress; without it, routine notices are notifications like the others.  On a
+        software-GL machine a notification sliding in over the canvas redraws the canvas
+        for every frame of its animation.
     on_result
         Called in the GUI thread with the job's return value when it ended normally.  A
         generator function shows the result in stages: the event loop gets a turn (the
@@ -91,6 +97,7 @@ class Job:
         *args: Any,
         description: str,
         on_event: Callable[[Event], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
         on_result: Callable[[Any], None] | None = None,
         on_done: Callable[[RunState], None] | None = None,
         bar: QProgressBar | None = None,
@@ -100,6 +107,7 @@ class Job:
         self._ended = False
         self._description = description
         self._on_event = on_event
+        self._on_note = on_note
         self._on_result = on_result
         self._on_done = on_done
         self._bar = bar
@@ -168,7 +176,10 @@ class Job:
             show_error(error_message(event.error, self._description))
             return
         if isinstance(event, Notice):
-            show_info(event.text)
+            if event.routine and self._on_note is not None:
+                self._on_note(event.text)
+            else:
+                show_info(event.text)
             return
         if isinstance(event, Finished):
             self.state = event.state

@@ -90,6 +90,10 @@ class TrainWidget(JobWidget):
         self.device_label = QLabel("Device: (shown when training starts)")
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        # How the run goes as planned (the data's split, the class weights): kept for the
+        # whole run, where notifications would cover the canvas.
+        self.notes_label = QLabel()
+        self.notes_label.setWordWrap(True)
         self.plot = LossPlot()
 
         form = QFormLayout()
@@ -117,6 +121,7 @@ class TrainWidget(JobWidget):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.device_label)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.notes_label)
         layout.addWidget(self.plot)
         layout.addStretch()
 
@@ -151,10 +156,12 @@ class TrainWidget(JobWidget):
         self._saving = bool(self.save_to.text())
         self.plot.clear("val accuracy" if request.task is Task.CLASSIFICATION else "val IoU")
         self.status_label.setText("Preparing data and the network...")
+        self.notes_label.clear()
         self.job = Job(
             self.session.engine.job(request),
             description="Training",
             on_event=self._on_event,
+            on_note=self._add_note,
             on_result=self._on_result,
             on_done=self._on_done,
             bar=self.progress_bar,
@@ -197,6 +204,10 @@ class TrainWidget(JobWidget):
             self.status_label.setText(
                 f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}, {figures}"
             )
+
+    def _add_note(self, text: str) -> None:
+        notes = self.notes_label.text()
+        self.notes_label.setText(f"{notes}\n{text}" if notes else text)
 
     def _on_result(self, fit: Trained) -> None:
         model = ModelHandle.of(fit.model, saved=self._saving)

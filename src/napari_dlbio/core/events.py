@@ -113,9 +113,15 @@ class SlicePredicted(Event):
 
 @dataclass(frozen=True)
 class Notice(Event):
-    """Something the user should read, e.g. skipped files or a smaller batch after OOM."""
+    """Something the user should read, e.g. skipped files or a smaller batch after OOM.
+
+    A ``routine`` notice describes a step of the run going as planned (how the data were
+    split, the class weights); a widget may show it beside its progress instead of in a
+    notification, which is kept for what needs the user's attention.
+    """
 
     text: str
+    routine: bool = False
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def iter_train_classifier(
     for note in notes:
         yield Notice(note)
     weights = class_weights(labels[train], config.n_classes) if config.class_weights else None
-    yield Notice(_describe(config, labels, train, validation, weights))
+    yield Notice(_describe(config, labels, train, validation, weights), routine=True)
 
     strategy = choose_strategy()
     batch_size = min(config.batch_size, train.size) * strategy.num_replicas_in_sync
@@ -666,7 +666,8 @@ def _fine_tune(
     """Unfreeze the body and train on; keep the head-only weights if they were better."""
     yield Notice(
         f"Fine-tuning the whole {config.backbone.value} for up to {config.fine_tune_epochs} "
-        f"epochs at learning rate {config.learning_rate * FINE_TUNE_LR_FACTOR:g}."
+        f"epochs at learning rate {config.learning_rate * FINE_TUNE_LR_FACTOR:g}.",
+        routine=True,
     )
     monitor = "val_loss" if fit_options["validation_data"] is not None else "loss"
     head_best = min(head.history.get(monitor, [math.inf]))

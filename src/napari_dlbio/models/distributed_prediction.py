@@ -111,7 +111,9 @@ def iter_predict_slices_distributed(
     threads = sum(client.nthreads().values())
     window = window or max(2, 2 * threads)
     if threads:
-        yield Notice(f"Predicting {n_slices} slice(s) on {threads} dask worker thread(s).")
+        yield Notice(
+            f"Predicting {n_slices} slice(s) on {threads} dask worker thread(s).", routine=True
+        )
     else:
         yield Notice(
             "No dask worker has joined the scheduler yet; the slices wait for the first one."

@@ -155,9 +155,10 @@ def iter_train_segmentation(
     if initial is not None:
         yield Notice(
             f"Fine-tuning {model_label(initial.path)}: its network, classes and "
-            "normalisation are kept."
+            "normalisation are kept.",
+            routine=True,
         )
-    yield Notice(data.describe())
+    yield Notice(data.describe(), routine=True)
     missing = [
         name
         for name, count in zip(
@@ -177,7 +178,7 @@ def iter_train_segmentation(
             f"{name} {weight:.2f}"
             for name, weight in zip(config.class_names, data.class_weights, strict=True)
         )
-        yield Notice(f"Class weights: {weights}.")
+        yield Notice(f"Class weights: {weights}.", routine=True)
     strategy = choose_strategy()
     # config.batch_size patches per replica: several replicas in this process split batches
     # of that many times more, a worker among several draws its own.
