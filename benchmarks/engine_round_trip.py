@@ -14,7 +14,7 @@ untimed one of the same way), and their medians compared.
 Prints a small table; the last line is one JSON object with ``in_process_ms``,
 ``engine_ms`` and ``engine_overhead_ratio`` (engine / in-process - 1; target <= 0.10).
 
-Usage: python benchmarks/engine_round_trip.py [--repeats 15] [--data DIR]
+Usage: python benchmarks/engine_round_trip.py [--repeats 40] [--data DIR]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def seconds(call: Any) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs of each way")
+    parser.add_argument("--repeats", type=int, default=40, help="timed runs of each way")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
     args = parser.parse_args()
 
