@@ -33,18 +33,25 @@ def leaves(viewer: Any) -> Layer:
 
 
 @pytest.fixture
-def shown_errors() -> Callable[[], list[str]]:
-    """A function giving the texts of the error notifications shown since the test began."""
+def shown_notifications() -> Callable[..., list[str]]:
+    """A function giving the texts of the notifications shown since the test began, of
+    one ``severity`` if given."""
     start = len(notification_manager.records)
 
-    def texts() -> list[str]:
+    def texts(severity: NotificationSeverity | None = None) -> list[str]:
         return [
             str(record.message)
             for record in notification_manager.records[start:]
-            if record.severity == NotificationSeverity.ERROR
+            if severity is None or record.severity == severity
         ]
 
     return texts
+
+
+@pytest.fixture
+def shown_errors(shown_notifications: Callable[..., list[str]]) -> Callable[[], list[str]]:
+    """A function giving the texts of the error notifications shown since the test began."""
+    return lambda: shown_notifications(NotificationSeverity.ERROR)
 
 
 #: Every wait below ends as soon as what it waits for happens; this guard only ends a test

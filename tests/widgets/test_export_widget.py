@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tifffile
 from napari.layers import Layer
-from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QFileDialog
 
 from napari_dlbio._layers import OBJECTS, ROLE_KEY, Placement
@@ -171,7 +170,9 @@ def test_a_labels_layer_without_an_objects_table_is_refused(viewer, tmp_path, sh
     assert any("no label, class" in text for text in shown_errors())
 
 
-def test_a_one_slice_prediction_exports_its_slice(viewer, finish, tmp_path, shown_errors):
+def test_a_one_slice_prediction_exports_its_slice(
+    viewer, finish, tmp_path, shown_errors, shown_notifications
+):
     image = np.random.default_rng(0).random((5, 16, 16))
     cells = np.zeros((1, 16, 16), np.uint32)
     cells[0, :8], cells[0, 8:] = 1, 2
@@ -188,8 +189,7 @@ def test_a_one_slice_prediction_exports_its_slice(viewer, finish, tmp_path, show
     assert widget.job.state is RunState.DONE, shown_errors()
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells.tif"), cells[0])
     assert {row["slice"] for row in _rows(tmp_path / "objects.csv")} == {"3"}
-    infos = [str(record.message) for record in notification_manager.records]
-    assert any("slice 3 only" in text for text in infos)
+    assert any("slice 3 only" in text for text in shown_notifications())
 
 
 def test_a_model_exports_as_a_bioimageio_package_that_predicts_as_it_does(

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from napari.utils.notifications import notification_manager
 
 from napari_dlbio._widgets._model_choices import MODEL_FOLDER, NEW_NETWORK
 from napari_dlbio._widgets.train_widget import TrainWidget
@@ -37,12 +36,11 @@ def _ready(viewer, isbi, **changes) -> TrainWidget:
 
 
 def test_stop_keeps_best_weights_and_the_widget_trains_again(
-    viewer, isbi, wait_until, finish
+    viewer, isbi, wait_until, finish, shown_notifications
 ) -> None:
     _, annotation = isbi
     painted = annotation.data.copy()
     layers_before = [layer.name for layer in viewer.layers]
-    notified_before = len(notification_manager.records)
     widget = _ready(viewer, isbi, epochs=500)
     widget.train_button.click()
     job = widget.job
@@ -55,8 +53,7 @@ def test_stop_keeps_best_weights_and_the_widget_trains_again(
     assert len(widget.plot.series["loss"]) < 500
     # How the data were split stays beside the plot instead of covering the canvas.
     assert "validating on" in widget.notes_label.text()
-    notified = notification_manager.records[notified_before:]
-    assert not any("validating on" in str(record.message) for record in notified)
+    assert not any("validating on" in text for text in shown_notifications())
     assert widget.outcome is not None
     assert widget.outcome.fit.best_epoch is not None
     assert widget.session.current(Task.SEGMENTATION) is widget.outcome.model

@@ -7,7 +7,6 @@ import time
 
 import pytest
 from napari.utils import progress
-from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QProgressBar
 
@@ -128,30 +127,26 @@ def test_a_job_shows_its_progress_in_one_place(wait_until, own_bar) -> None:
     assert not any(p.desc.startswith("Training") for p in progress._all_instances)
 
 
+ROUTINE = "Training on 3 slices, validating on 1 slice."
+ATTENTION = "No training pixel is annotated as membrane."
+
+
 def _noting(*, cancel):
-    yield Notice("Training on 3 slices, validating on 1 slice.", routine=True)
-    yield Notice("No training pixel is annotated as membrane.")
+    yield Notice(ROUTINE, routine=True)
+    yield Notice(ATTENTION)
     yield Finished(RunState.DONE)
 
 
 @pytest.mark.parametrize("shows_notes", [True, False])
 def test_routine_notices_go_to_the_widget_and_the_others_to_notifications(
-    wait_until, shows_notes
+    wait_until, shown_notifications, shows_notes
 ) -> None:
     # A notification slides in over the canvas; the widget's own line does not cover it.
     notes: list[str] = []
-    start = len(notification_manager.records)
-    _run(
-        wait_until,
-        Job(_noting, description="Training", on_note=notes.append if shows_notes else None),
-    )
-    notified = [str(record.message) for record in notification_manager.records[start:]]
-    routine, attention = (
-        "Training on 3 slices, validating on 1 slice.",
-        "No training pixel is annotated as membrane.",
-    )
-    assert notes == ([routine] if shows_notes else [])
-    assert notified == ([attention] if shows_notes else [routine, attention])
+    on_note = notes.append if shows_notes else None
+    _run(wait_until, Job(_noting, description="Training", on_note=on_note))
+    assert notes == ([ROUTINE] if shows_notes else [])
+    assert shown_notifications() == ([ATTENTION] if shows_notes else [ROUTINE, ATTENTION])
 
 
 @pytest.mark.parametrize("error", [InputDataError("bad stack"), RuntimeError("boom")])
